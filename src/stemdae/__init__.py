@@ -1,0 +1,17 @@
+"""stemdae: raw multitrack recordings -> processed stems with per-group stacked deep autoencoders.
+
+Reproduces and extends the proof of concept of Martinez Ramirez & Reiss,
+"Deep Learning and Intelligent Audio Mixing" (2017).
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "process"]
+
+
+def __getattr__(name):  # lazy: importing stemdae must not import torch
+    if name == "process":
+        from stemdae.process import process
+
+        return process
+    raise AttributeError(name)

@@ -1,0 +1,199 @@
+"""``stemdae`` command line: a thin layer over the library.
+
+Parses argv, loads ``params.yaml``, sets up logging, calls one library
+function, prints a :class:`StemdaeError` as one line and exits with code 2.
+Stage modules are imported lazily so ``stemdae --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from stemdae.errors import StemdaeError
+
+log = logging.getLogger("stemdae")
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("numba", "matplotlib", "urllib3", "alembic", "git", "fsspec", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _params(args: argparse.Namespace):
+    from stemdae.config import load_params
+
+    return load_params(args.params)
+
+
+def _paths(args: argparse.Namespace):
+    from stemdae.config import Paths
+
+    return Paths(Path(args.root))
+
+
+# --------------------------------------------------------------------- commands
+
+
+def cmd_demo_corpus(args: argparse.Namespace) -> int:
+    from stemdae.corpus.synth import SynthOptions, synthesize_corpus
+
+    summary = synthesize_corpus(
+        Path(args.out_dir), SynthOptions(n_songs=args.songs, seconds=args.seconds, seed=args.seed)
+    )
+    print(summary.text())
+    return 0
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    """Validate a corpus and print songs, stems and raws per instrument."""
+    from stemdae.corpus.medleydb import load_corpus
+    from stemdae.corpus.summary import corpus_summary
+
+    params = _params(args)
+    root = Path(args.dir) if args.dir else _paths(args).corpus_root(params.corpus)
+    corpus = load_corpus(root, tracklist=params.corpus.tracklist, strict=params.corpus.strict,
+                         require_audio=not args.metadata_only)
+    print(corpus_summary(corpus, params.group_labels(), params.corpus.container_labels))
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from stemdae import pairs
+
+    params = _params(args)
+    print(pairs.run(params, _paths(args)).text())
+    return 0
+
+
+def cmd_segments(args: argparse.Namespace) -> int:
+    from stemdae import segments
+
+    params = _params(args)
+    print(segments.run(params, _paths(args)).text())
+    return 0
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    from stemdae import augment
+
+    params = _params(args)
+    print(augment.run(params.augmentation, _paths(args), seed=params.seed).text())
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from stemdae import features
+
+    params = _params(args)
+    print(features.run(params.features, _paths(args), params=params).text())
+    return 0
+
+
+def cmd_table1(args: argparse.Namespace) -> int:
+    from stemdae import table1
+
+    params = _params(args)
+    if args.metadata_only:
+        text = table1.metadata_only(Path(args.metadata_only), params, tracklist=args.tracklist)
+        print(text)
+        return 0
+    print(table1.run(params, _paths(args)).text())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stemdae import train
+
+    params = _params(args)
+    result = train.run(params, _paths(args), group=args.group)
+    print(result.text())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stemdae import evaluate
+
+    params = _params(args)
+    summary = evaluate.run(params, _paths(args))
+    print(summary.text())
+    return summary.exit_code
+
+
+def cmd_main(args: argparse.Namespace) -> int:
+    from stemdae.pipeline import run_main
+
+    return run_main(_paths(args), params_path=Path(args.params), songs=args.songs, force_demo=args.demo)
+
+
+# ------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stemdae", description=__doc__.splitlines()[0])
+    p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+    p.add_argument("--root", default=".", help="project root holding data/, work/, models/, reports/")
+    v = p.add_mutually_exclusive_group()
+    v.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0)
+    v.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("main", help="demo corpus (if no data/) -> dvc repro -> models in MLflow")
+    s.add_argument("--songs", type=int, default=None, help="demo corpus size (default: the demo default)")
+    s.add_argument("--demo", action="store_true", help="re-synthesise the demo corpus even if data/ exists")
+    s.set_defaults(func=cmd_main)
+
+    s = sub.add_parser("demo-corpus", help="synthesise the embedded demo corpus in the MedleyDB layout")
+    s.add_argument("out_dir")
+    s.add_argument("--songs", type=int, default=12)
+    s.add_argument("--seconds", type=float, default=30.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_demo_corpus)
+
+    s = sub.add_parser("corpus", help="validate a corpus and summarise it per instrument")
+    s.add_argument("dir", nargs="?", default=None, help="corpus root (default: corpus.root)")
+    s.add_argument("--metadata-only", action="store_true", help="do not require the audio files")
+    s.set_defaults(func=cmd_corpus)
+
+    for name, func, text in [
+        ("pairs", cmd_pairs, "stage: top-energy windows, raw/stem pairs, song split"),
+        ("segments", cmd_segments, "stage: read windows, mono, resample, loudness-normalise"),
+        ("augment", cmd_augment, "stage: pitch-shift training segments (17 versions)"),
+        ("features", cmd_features, "stage: STFT magnitude memory-mapped caches"),
+        ("evaluate", cmd_evaluate, "stage: metrics and baselines on held-out songs"),
+    ]:
+        sub.add_parser(name, help=text).set_defaults(func=func)
+
+    s = sub.add_parser("table1", help="the paper's Table 1 for this corpus")
+    s.add_argument("--metadata-only", metavar="DIR", default=None,
+                   help="count from <Song>_METADATA.yaml files in DIR alone (no audio needed)")
+    s.add_argument("--tracklist", default=None, help="restrict to a MedleyDB track list")
+    s.set_defaults(func=cmd_table1)
+
+    s = sub.add_parser("train", help="stage: train one group's stacked autoencoder")
+    s.add_argument("--group", required=True)
+    s.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbosity)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        return int(args.func(args) or 0)
+    except StemdaeError as err:
+        print(f"stemdae: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stemdae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
