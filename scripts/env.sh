@@ -23,7 +23,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[stemdae] installing dependencies into .venv (about 2 minutes the first time)"
   export PIP_DISABLE_PIP_VERSION_CHECK=1
   if ! python -c "import torch" >/dev/null 2>&1; then
-    python -m pip install -q "torch==2.13.0"
+    # STEMDAE_TORCH_INDEX picks a wheel index, e.g. PyTorch's CPU-only or CUDA index.
+    python -m pip install -q "torch==2.13.0" ${STEMDAE_TORCH_INDEX:+--index-url "$STEMDAE_TORCH_INDEX"}
   fi
   python -m pip install -q -c constraints.txt -e ".[dev]"
   echo "$want" > "$stamp"

@@ -1,4 +1,4 @@
-"""``stemdae`` command line: a thin layer over the library.
+"""stemdae: learn raw -> stem mixing per instrument group (Martinez Ramirez & Reiss, 2017).
 
 Parses argv, loads ``params.yaml``, sets up logging, calls one library
 function, prints a :class:`StemdaeError` as one line and exits with code 2.
@@ -125,6 +125,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def cmd_process(args: argparse.Namespace) -> int:
+    from stemdae.process import process_files
+
+    params = _params(args)
+    report = process_files(
+        [Path(x) for x in args.inputs],
+        group=args.group,
+        params=params,
+        paths=_paths(args),
+        model=args.model,
+        out=Path(args.output) if args.output else None,
+        jobs=args.jobs,
+        restore_loudness=args.restore_loudness,
+        phase=args.phase,
+    )
+    print(report.text())
+    return report.exit_code
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from stemdae.sweep import run_sweep
+
+    params = _params(args)
+    summary = run_sweep(
+        params,
+        _paths(args),
+        group=args.group,
+        n_trials=args.trials,
+        storage=args.storage,
+        study_name=args.study,
+        apply=args.apply,
+        params_path=Path(args.params),
+    )
+    print(summary.text())
+    return summary.exit_code
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from stemdae.retrain import retrain
+
+    summary = retrain(
+        _paths(args),
+        push=not args.no_push,
+        pull=not args.no_pull,
+        base=args.base,
+        summary_path=Path(args.summary) if args.summary else None,
+    )
+    print(summary.text())
+    return summary.exit_code
+
+
 def cmd_main(args: argparse.Namespace) -> int:
     from stemdae.pipeline import run_main
 
@@ -174,6 +225,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count from <Song>_METADATA.yaml files in DIR alone (no audio needed)")
     s.add_argument("--tracklist", default=None, help="restrict to a MedleyDB track list")
     s.set_defaults(func=cmd_table1)
+
+    s = sub.add_parser("process", help="process new recordings with a trained group model")
+    s.add_argument("inputs", nargs="+", help="audio files, folders or globs")
+    s.add_argument("--group", required=True, help="instrument group (bass, guitar, vocal, keys)")
+    s.add_argument("--model", default=None,
+                   help="MLflow model URI or local model dir (default: models:/stemdae-<group>@champion, else latest)")
+    s.add_argument("-o", "--output", default=None, help="output file (one input) or folder")
+    s.add_argument("-j", "--jobs", type=int, default=0, help="parallel files (0 = all cores)")
+    s.add_argument("--restore-loudness", action="store_true", help="give the output the input's loudness")
+    s.add_argument("--phase", choices=["raw", "griffinlim"], default="raw",
+                   help="phase for the output: the raw input's (default, as the paper) or Griffin-Lim")
+    s.set_defaults(func=cmd_process)
+
+    s = sub.add_parser("sweep", help="Optuna sweep over dropout and layer sizes for one group")
+    s.add_argument("--group", required=True)
+    s.add_argument("--trials", type=int, default=None, help="the study's total trials (default: sweep.n_trials)")
+    s.add_argument("--storage", default=None, help="SQLAlchemy URL (default: sweep.storage)")
+    s.add_argument("--study", default=None, help="study name (default: <sweep.study_prefix>-<group>)")
+    s.add_argument("--apply", action="store_true",
+                   help="write the best trial's parameters into params.yaml (groups.<group> overrides)")
+    s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("retrain", help="CI retraining: dvc pull, repro if anything changed, push, metrics diff")
+    s.add_argument("--no-push", action="store_true")
+    s.add_argument("--no-pull", action="store_true")
+    s.add_argument("--base", default=None, help="git revision for `dvc metrics diff` (default: HEAD)")
+    s.add_argument("--summary", default=None, help="also write the markdown summary here (CI job summary)")
+    s.set_defaults(func=cmd_retrain)
 
     s = sub.add_parser("train", help="stage: train one group's stacked autoencoder")
     s.add_argument("--group", required=True)

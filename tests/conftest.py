@@ -1,0 +1,46 @@
+"""Shared fixtures: audio made in memory, the shared MedleyDB fixtures, params."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():  # CI always has ../shared beside the clone
+        pytest.fail(f"shared fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture()
+def params():
+    from stemdae.config import load_params
+
+    return load_params(REPO / "params.yaml")
+
+
+def sine(freq_hz: float, *, sr: int = 44100, duration_s: float = 1.0, amp: float = 0.5) -> np.ndarray:
+    """A sine with 10 ms fades, shape (samples,), float32."""
+    t = np.arange(int(sr * duration_s)) / sr
+    x = amp * np.sin(2 * np.pi * freq_hz * t)
+    n = int(0.01 * sr)
+    fade = np.linspace(0, 1, n)
+    x[:n] *= fade
+    x[-n:] *= fade[::-1]
+    return x.astype(np.float32)
