@@ -103,3 +103,20 @@ def test_custom_groups_and_raw_group():
     assert stem_group(_stem(("synthesizer",), []), groups, []) == ("synths", "synthesizer")
     assert raw_group(RawTrack("R01", "Male Singer", Path("x.wav")), groups) == ("voice", "male singer")
     assert raw_group(RawTrack("R01", "kick drum", Path("x.wav")), groups) is None
+
+
+def test_corpus_summary_lists_instruments_groups_and_problems(tmp_path):
+    from stemdae.corpus.summary import corpus_summary
+
+    for f in (FIXTURES / "medleydb-metadata").glob("LizNelson*_METADATA.yaml"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "Broken_METADATA.yaml").write_text("stems: 3\n")
+    corpus = load_corpus(tmp_path, require_audio=False)
+    text = corpus_summary(corpus, GROUPS_PAPER, CONTAINERS)
+    assert text.splitlines()[0].endswith("1 songs, 5 stems, 5 raw tracks, 1 problems")
+    rows = {line.split("  ")[0]: line.split() for line in text.splitlines()}
+    assert rows["female singer"][-4:] == ["1", "3", "3", "vocal"]
+    assert rows["acoustic guitar"][-1] == "guitar"
+    assert "  guitar: songs=1 stems=2 raws=2 (acoustic guitar 1, clean electric guitar 1)" in text
+    assert "  bass: songs=0 stems=0 raws=0 (-)" in text
+    assert "problems (1):" in text and "Broken_METADATA.yaml: stems: expected a mapping" in text

@@ -335,3 +335,15 @@ def test_root_must_be_a_folder(tmp_path):
     shutil.copy(FIXTURE_FILES[0], tmp_path / "file.yaml")
     with pytest.raises(CorpusError, match="corpus root not found"):
         load_corpus(tmp_path / "file.yaml")
+
+
+def test_duplicate_song_names(tmp_path):
+    _song_tree(tmp_path, _minimal(), "Foo", audio=False)
+    other = tmp_path / "Zzz" / "Foo_METADATA.yaml"
+    other.parent.mkdir()
+    other.write_text(yaml.safe_dump(_minimal()))
+    corpus = load_corpus(tmp_path, require_audio=False)
+    assert [s.dir.name for s in corpus.songs] == ["Foo"]
+    assert corpus.problems == [("Zzz/Foo_METADATA.yaml", "song 'Foo' is already read from Foo/Foo_METADATA.yaml")]
+    with pytest.raises(CorpusError, match="already read"):
+        load_corpus(tmp_path, require_audio=False, strict=True)

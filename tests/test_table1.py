@@ -210,3 +210,11 @@ def test_run_rejects_a_pairs_file_without_split(params, tmp_path):
     _write_csv(tmp_path / "work" / "pairs.csv", ["pair_id", "group"], [["a", "bass"]])
     with pytest.raises(CacheError, match=r"pairs\.csv: missing columns \['split'\]"):
         table1.run(params, Paths(tmp_path))
+
+
+def test_metadata_only_lists_problems(params, tmp_path):
+    (tmp_path / "Good_METADATA.yaml").write_text((META / "MusicDelta_FunkJazz_METADATA.yaml").read_text())
+    (tmp_path / "Bad_METADATA.yaml").write_text("- not a mapping\n")
+    text = table1.metadata_only(tmp_path, params)
+    assert "1 songs, 1 multitracks" in text and "1 problems skipped" in text
+    assert "- Bad_METADATA.yaml: expected a mapping at the top level, found list" in text

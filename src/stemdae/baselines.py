@@ -115,7 +115,17 @@ def iter_chunks(raw: Any, stem: Any, rows: Iterable[tuple[int, int]], *, chunk_f
     for start, n in rows:
         for a in range(start, start + n, chunk_frames):
             b = min(start + n, a + chunk_frames)
-            yield np.asarray(raw[a:b]), np.asarray(stem[a:b])
+            yield np.asarray(raw[a:b], dtype=np.float64), np.asarray(stem[a:b], dtype=np.float64)
+            _release(raw)
+            _release(stem)
+
+
+def _release(array: Any) -> None:
+    """Drop a memmap's pages from RSS after a chunk (see ``features.release``); no-op otherwise."""
+    if isinstance(array, np.memmap):
+        from stemdae.features import release
+
+        release(array)
 
 
 def fit_static_eq(raw: Any, stem: Any, index: Any, *, chunk_frames: int = 8192) -> StaticEQ:

@@ -8,7 +8,7 @@ costs):
 
 | effect type | measure |
 |---|---|
-| highpass, peak, low_shelf, high_shelf | ``band_gain_err_db``: mean over octave bands (31.5 Hz-16 kHz, bands within 60 dB of the raw's loudest band) of ``|G_out(b) - G_stem(b)|``, ``G_x(b) = 10·log10(E_x(b) / E_raw(b))`` |
+| highpass, lowpass, peak, low_shelf, high_shelf | ``band_gain_err_db``: mean over octave bands (31.5 Hz-16 kHz, bands within 60 dB of the raw's loudest band) of ``|G_out(b) - G_stem(b)|``, ``G_x(b) = 10·log10(E_x(b) / E_raw(b))`` |
 | compressor | ``level_slope_err``: ``|s_out - s_stem|``, ``s_x`` = least-squares slope of the frame level of x (dB, blocks of ``hop``) against the raw's frame level, frames within 40 dB of the raw's 95th-percentile level |
 | distortion | ``crest_err_db``: ``|crest(out) - crest(stem)|`` (peak/RMS, dB) |
 | reverb | ``tail_level_err_db``: ``|T_out - T_stem|``, ``T_x`` = mean level of x (dB re its 95th-percentile frame level) over the frames where the raw is more than 30 dB below its own 95th percentile, i.e. after notes end; NaN when the raw has no such frames |
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MEASURE_FOR_EFFECT = {
     "highpass": "band_gain_err_db",
+    "lowpass": "band_gain_err_db",
     "peak": "band_gain_err_db",
     "low_shelf": "band_gain_err_db",
     "high_shelf": "band_gain_err_db",
@@ -138,9 +139,15 @@ def chain_measures(raw: np.ndarray, stem: np.ndarray, out: np.ndarray, *, sr: in
 def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Per effect type and method: segments and the mean of its measure.
 
+    When any segment has a DAE record, only segments with one are kept, so every
+    method is averaged over the same segments.
+
     ``records`` rows: ``group, pair_id, method, effects`` (list of types) and
     the four measures. Returns columns ``effect, measure, method, n, mean``.
     """
+    with_dae = {(r.get("group"), r["pair_id"]) for r in records if r["method"] == "dae"}
+    if with_dae:  # compare every method on the same segments: those the DAE was evaluated on
+        records = [r for r in records if (r.get("group"), r["pair_id"]) in with_dae]
     rows = []
     for rec in records:
         for fx in rec["effects"]:

@@ -57,7 +57,10 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
     params = _params(args)
     root = Path(args.dir) if args.dir else _paths(args).corpus_root(params.corpus)
-    corpus = load_corpus(root, tracklist=params.corpus.tracklist, strict=params.corpus.strict,
+    tracklist = params.corpus.tracklist
+    if tracklist and not Path(tracklist).is_absolute():
+        tracklist = _paths(args).root / tracklist
+    corpus = load_corpus(root, tracklist=tracklist, strict=params.corpus.strict,
                          require_audio=not args.metadata_only)
     print(corpus_summary(corpus, params.group_labels(), params.corpus.container_labels))
     return 0
@@ -83,7 +86,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     from stemdae import augment
 
     params = _params(args)
-    print(augment.run(params.augmentation, _paths(args), seed=params.seed).text())
+    print(augment.run(params.augmentation, _paths(args), seed=params.seed, sr=params.segments.sr).text())
     return 0
 
 

@@ -18,7 +18,8 @@ raises in ``strict`` mode; otherwise it records ``(file, reason)`` in
   labels, a bad ``raw`` section, or a stem file missing on disk;
 - one raw track: an entry without ``filename``, a wrong-typed label, or a file missing
   on disk (the stem keeps its other raws);
-- the mix: ``mix_path`` becomes ``None`` when the mix is missing or malformed.
+- the mix: ``mix_path`` becomes ``None`` when the mix is missing or malformed;
+- a second metadata file of a song name already read (the first in sorted order wins).
 
 Paths are checked lexically (no ``..``, not absolute) and with ``resolve()`` before any
 file is opened, so nothing outside the corpus root is ever read. A stem or raw without
@@ -280,12 +281,18 @@ def load_song(metadata_path: Path, *, root: Path, require_audio: bool = True) ->
     return _load(Path(metadata_path), Path(root), require_audio, _raise)
 
 
-def _find(root: Path, require_audio: bool) -> list[Path]:
-    found = {song_name(p): p for p in root.glob(f"*/*{METADATA_SUFFIX}") if not p.parent.name.startswith(".")}
-    if not require_audio:
-        for p in root.glob(f"*{METADATA_SUFFIX}"):
-            found.setdefault(song_name(p), p)  # a song folder wins over a flat file
-    return [found[n] for n in sorted(found)]
+def _find(root: Path, require_audio: bool) -> tuple[list[Path], list[Path]]:
+    """Metadata files sorted by song name, and the duplicates of a name already found."""
+    nested = sorted(p for p in root.glob(f"*/*{METADATA_SUFFIX}") if not p.parent.name.startswith("."))
+    flat = sorted(root.glob(f"*{METADATA_SUFFIX}")) if not require_audio else []
+    found: dict[str, Path] = {}
+    duplicates = []
+    for p in nested + flat:  # a song folder wins over a flat file of the same name
+        if song_name(p) in found:
+            duplicates.append(p)
+        else:
+            found[song_name(p)] = p
+    return [found[n] for n in sorted(found)], duplicates
 
 
 def load_corpus(root: Path, *, tracklist: str | Path | None = None, strict: bool = False,
@@ -313,7 +320,7 @@ def load_corpus(root: Path, *, tracklist: str | Path | None = None, strict: bool
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"{root}: corpus root not found (expected a folder of <Song>/<Song>{METADATA_SUFFIX})")
-    files = _find(root, require_audio)
+    files, duplicates = _find(root, require_audio)
     if tracklist is not None:
         wanted = set(read_tracklist(tracklist))
         files = [p for p in files if song_name(p) in wanted]
@@ -330,6 +337,11 @@ def load_corpus(root: Path, *, tracklist: str | Path | None = None, strict: bool
         corpus.problems.append((file, reason))
         log.warning("skipped %s", err)
 
+    chosen = {song_name(f): f.relative_to(root).as_posix() for f in files}
+    for path in duplicates:
+        if song_name(path) in chosen:
+            record(CorpusError(f"{path.relative_to(root).as_posix()}: song {song_name(path)!r} is already "
+                               f"read from {chosen[song_name(path)]}"))
     for path in files:
         try:
             corpus.songs.append(_load(path, root, require_audio, record))
