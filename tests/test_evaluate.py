@@ -130,6 +130,7 @@ def test_run_reports_every_group_and_bad_inputs(tmp_path, tiny_params, monkeypat
     assert "has no segments" in report  # vocal: empty test split
     assert "cannot open the test cache" in report  # keys: nothing
     assert f"{guitar_test[0]}.npy: shape (2, 100)" in report
+    assert "mlflow.json: missing" in report  # bass's model has no MLflow run: nothing logged, no alias
     assert "Champion decision: no: DAE spectral_mae" in report  # 0.9·raw cannot beat the fitted EQ
 
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())

@@ -138,7 +138,8 @@ def test_nonfinite_samples_can_be_zeroed(tmp_path, caplog):
 
 def test_window_outside_the_file(tmp_path):
     path = _bad_files(tmp_path)["good"]
-    with pytest.raises(AudioError, match=r"good\.wav: shorter than the window \(expected 1\.500\.\.2\.500 s, found 2\.000 s\)"):
+    with pytest.raises(AudioError,
+                       match=r"good\.wav: shorter than the window \(expected 1\.500\.\.2\.500 s, found 2\.000 s\)"):
         read_window(path, start_s=1.5, duration_s=1.0)
     with pytest.raises(AudioError, match=r"good\.wav: expected the range \[-1, 9\)"):
         read_frames(path, start=-1, frames=10)

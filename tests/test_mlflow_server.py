@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # two real server start-ups, ≈35 s
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "mlflow_server.sh"
 

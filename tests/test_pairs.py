@@ -56,14 +56,15 @@ def write_song(root: Path, name: str, stems: list[tuple[str, np.ndarray, list[tu
     return song
 
 
-def simple_stem(label: str, seed: int, burst: tuple[float, float], n_raws: int = 1):
+def simple_stem(label: str, seed: int, burst: tuple[float, float], n_raws: int = 1, raw_label: str | None = None):
     stem = noise(burst=burst, seed=seed)
-    raws = [(label, noise(burst=burst, seed=seed * 10 + j, amp=0.01 * (j + 1))) for j in range(n_raws)]
+    raws = [(raw_label or label, noise(burst=burst, seed=seed * 10 + j, amp=0.01 * (j + 1)))
+            for j in range(n_raws)]
     return label, stem, raws
 
 
 def four_songs(root: Path) -> Path:
-    """4 songs: A(bass, guitar), B(bass, vocal), C(guitar, keys, vocal), D(keys, bass)."""
+    """4 songs: A(bass, guitar), B(bass, vocal), C(guitar, keys, vocal), D(keys, bass, vocal)."""
     data = root / "data"
     write_song(data, "SongA", [simple_stem("electric bass", 1, (4.2, 5.2), 2),
                                simple_stem("acoustic guitar", 2, (1.0, 2.0))])
@@ -72,9 +73,10 @@ def four_songs(root: Path) -> Path:
                                simple_stem("drum set", 5, (1.0, 2.0))])  # no group: ignored
     write_song(data, "SongC", [simple_stem("clean electric guitar", 6, (3.0, 4.0)),
                                simple_stem("piano", 7, (5.5, 6.5)),
-                               simple_stem("vocalists", 8, (6.0, 7.0))])
+                               simple_stem("vocalists", 8, (6.0, 7.0), raw_label="male singer")])
     write_song(data, "SongD", [simple_stem("synth lead", 9, (8.0, 9.0)),
-                               simple_stem("synth bass", 10, (9.5, 10.5))])
+                               simple_stem("synth bass", 10, (9.5, 10.5)),
+                               simple_stem("male rapper", 11, (0.0, 1.0))])
     return data
 
 
@@ -97,7 +99,7 @@ def test_pairs_columns_windows_and_groups(tmp_path):
     four_songs(tmp_path)
     summary, df, report = run_pairs(tmp_path)
     assert list(df.columns) == pairs.COLUMNS
-    assert len(df) == 9 and summary.counts["pairs"] == 9 and summary.counts["stems"] == 9
+    assert len(df) == 10 and summary.counts["pairs"] == 10 and summary.counts["stems"] == 10
     row = df.set_index("pair_id").loc["SongA_S01"]
     assert (row.group, row.instrument, row.stem_file) == ("bass", "electric bass",
                                                           "SongA/SongA_STEMS/SongA_STEM_01.wav")
@@ -106,11 +108,12 @@ def test_pairs_columns_windows_and_groups(tmp_path):
     assert dict(zip(df.pair_id, df.group)) == {
         "SongA_S01": "bass", "SongA_S02": "guitar", "SongB_S01": "bass", "SongB_S02": "vocal",
         "SongC_S01": "guitar", "SongC_S02": "keys", "SongC_S03": "vocal", "SongD_S01": "keys",
-        "SongD_S02": "bass"}
+        "SongD_S02": "bass", "SongD_S03": "vocal"}
     starts = dict(zip(df.pair_id, df.window_start_s))
     assert starts["SongB_S01"] == pytest.approx(7.0) and starts["SongD_S02"] == pytest.approx(9.5)
-    assert report["pairs"]["total"] == 9 and report["skipped"]["total"] == 0
-    assert report["pairs"]["train"] + report["pairs"]["test"] == 9
+    assert starts["SongD_S03"] == 0.0
+    assert report["pairs"]["total"] == 10 and report["skipped"]["total"] == 0
+    assert report["pairs"]["train"] + report["pairs"]["test"] == 10
 
 
 def test_the_loudest_raw_in_the_window_is_chosen(tmp_path):
@@ -168,7 +171,7 @@ def _corpus_with(tmp_path: Path, case: str) -> tuple[Path, str, str]:
         raw_path.unlink()
     elif case == "nonfinite":
         x = raw.copy()
-        x[0, 100] = np.nan
+        x[0, int(3.5 * SR)] = np.nan  # in the window: raws are read (and checked) there only
         sf.write(raw_path, x.T, SR, subtype="FLOAT")
     bad = {"truncated": stem_path, "silent": stem_path, "short": stem_path, "silent_raws": stem_path}.get(
         case, raw_path)
@@ -193,16 +196,16 @@ def test_bad_input_is_a_counted_skip(tmp_path, case):
     _, bad_name, _ = _corpus_with(tmp_path, case)
     kind, _, survives = CASES[case]
     summary, df, report = run_pairs(tmp_path)
-    skipped = [s for s in report["skipped_files"] if bad_name in s["file"]]
+    skipped = [s for s in report["skipped_files"] if bad_name in s["file"] + s["reason"]]
     assert len(skipped) == 1 and skipped[0]["kind"] == kind, report["skipped_files"]
     assert report["skipped"][kind] == 1 and report["skipped"]["total"] == len(report["skipped_files"])
-    assert any(bad_name in s.file for s in summary.skips)
+    assert any(bad_name in s.text() for s in summary.skips)
     bad_rows = df[df.song == "Bad"]
     if survives:  # the stem keeps its other raw track
         assert list(bad_rows.raw_id) == ["R02"] and list(bad_rows.n_raw_candidates) == [1]
     else:
         assert bad_rows.empty
-    assert len(df[df.song != "Bad"]) == 9
+    assert len(df[df.song != "Bad"]) == 10
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -234,6 +237,8 @@ def test_split_by_song_covers_every_group_and_is_deterministic(tmp_path):
     assert test_groups == train_groups == {"bass", "guitar", "vocal", "keys"}
     assert report["split"]["groups_without_test"] == []
     assert all(report["groups"][g]["test"] >= 1 for g in ("bass", "guitar", "vocal", "keys"))
+    # the greedy cover: SongC (3 groups) then SongB (bass; SongD keeps vocal in training)
+    assert report["split"]["test_songs"] == ["SongB", "SongC"]
     _, again, _ = run_pairs(tmp_path, test_fraction=0.1)
     assert list(again.split) == list(df.split)
     assert pairs.run(tiny_params(tmp_path, test_fraction=0.0), Paths(tmp_path), jobs=2).counts["test"] == 0

@@ -169,8 +169,12 @@ class GroupDataModule(pl.LightningDataModule):
             if self.cache.n_frames == 0:
                 raise CacheError(f"{self.cache_dir}: the training cache has no frames (no training pairs in this group)")
             self._split()
+
+    def dataset(self) -> CacheBatches:
+        """The batch reader, made once a trainer is attached (it decides GPU residency)."""
         if self._dataset is None:
             self._dataset = CacheBatches(self.cache_dir, self._resident_arrays())
+        return self._dataset
 
     def _split(self) -> None:
         t = self.training
@@ -189,7 +193,7 @@ class GroupDataModule(pl.LightningDataModule):
                  len(self.train_songs), len(self.train_rows), len(self.val_songs), len(self.val_rows))
 
     def _resident_arrays(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        trainer = self._trainer
+        trainer = getattr(self, "trainer", None)
         if not self.training.gpu_resident or trainer is None:
             return None
         device = trainer.strategy.root_device
@@ -213,7 +217,7 @@ class GroupDataModule(pl.LightningDataModule):
         return out[0], out[1]
 
     def _rank(self) -> tuple[int, int]:
-        trainer = self._trainer
+        trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
@@ -231,6 +235,7 @@ class GroupDataModule(pl.LightningDataModule):
                                               shuffle=False))
 
     def _loader(self, sampler: EpochBatchSampler) -> DataLoader:
-        workers = self.training.num_workers if self._dataset.device_arrays is None else 0
-        return DataLoader(self._dataset, batch_size=None, sampler=sampler, num_workers=workers,
+        dataset = self.dataset()
+        workers = self.training.num_workers if dataset.device_arrays is None else 0
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=False)

@@ -581,12 +581,19 @@ def run(params: Params, paths: Paths) -> Summary:
     conf = params.evaluation.confidence
     metrics_path, report_path = reports / "metrics.json", reports / "evaluation.md"
     artifacts = [report_path, metrics_path, plots_dir / "per_bin_error.csv", *figures]
-    tracking = _connect(params, paths, results) if any(r.has("dae") for r in results) else None
-    infos = _promote(tracking, params, paths, results) if tracking is not None else {}
+    for res in results:  # no run info: nothing to log to or promote (and no MLflow store to open)
+        if res.has("dae") and not (paths.model_dir(res.group) / "mlflow.json").is_file():
+            res.messages.append(f"{paths.model_dir(res.group) / 'mlflow.json'}: missing; metrics not logged "
+                                "to MLflow, no alias set")
+            if res.champion.startswith("yes"):
+                res.champion = f"no (no registered version to promote); {res.champion[5:]}"
+    tracked = [r for r in results if r.has("dae") and (paths.model_dir(r.group) / "mlflow.json").is_file()]
+    tracking = _connect(params, paths, tracked) if tracked else None
+    infos = _promote(tracking, params, paths, tracked) if tracking is not None else {}
     metrics_path.write_text(json.dumps(metrics_json(results, conf), indent=2, sort_keys=True) + "\n")
     report_path.write_text(render_report(results, params, chain_md))
     if tracking is not None:
-        for problem in _log_runs(tracking, infos, results, artifacts, _flat_for_mlflow(results, conf)):
+        for problem in _log_runs(tracking, infos, tracked, artifacts, _flat_for_mlflow(results, conf)):
             log.warning("evaluate: %s", problem)
             summary.skip("mlflow", problem)
     for res in results:

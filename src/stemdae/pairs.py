@@ -22,7 +22,6 @@ Split (by song, :func:`split_songs`): ``test_fraction`` counts pairs
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import sys
@@ -332,6 +331,8 @@ def run(params: Params, paths: Paths, *, jobs: int | None = None) -> Summary:
                   seg.silence_threshold_db, cp.strict) for s in corpus.songs]
     rows, issues, n_stems = [], [Issue(f, "corpus", r) for f, r in corpus.problems], 0
     for song_rows, song_issues, k in _progress(_songs(jobs_, jobs or os.cpu_count() or 1), len(jobs_)):
+        for i in song_issues:
+            log.warning("skipped %s: %s", i.file, i.reason)
         rows += song_rows
         issues += song_issues
         n_stems += k

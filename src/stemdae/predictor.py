@@ -98,7 +98,7 @@ class Predictor(nn.Module):
         out = np.empty(mag.shape, np.float32)
         dev = self.device
         for start in range(0, mag.shape[0], self.batch_frames):
-            x = torch.from_numpy(np.ascontiguousarray(mag[start:start + self.batch_frames], dtype=np.float32))
+            x = torch.from_numpy(np.array(mag[start:start + self.batch_frames], dtype=np.float32))
             out[start:start + len(x)] = self(x.to(dev)).float().cpu().numpy()
         return out
 

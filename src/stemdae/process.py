@@ -212,8 +212,8 @@ class _Exact:
         return y
 
     def rest(self) -> np.ndarray:
-        k, self.done = max(self.n - self.done, 0), self.n
-        return np.zeros(k, np.float32)
+        """The zeros still missing (pass them through :meth:`take`)."""
+        return np.zeros(max(self.n - self.done, 0), np.float32)
 
 
 def _transform(predictor: Any, st: Settings) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -284,7 +284,8 @@ def render(chunks: Callable[[], Iterable[np.ndarray]], sr: int, predictor: Any, 
 
     for c in chunks():
         emit(rs_out.push(fp.push(mid.take(rs_in.push(c * gain)))))
-    y = fp.push(np.concatenate([mid.take(rs_in.push(np.zeros(0, np.float32), last=True)), mid.rest()]))
+    tail = mid.take(rs_in.push(np.zeros(0, np.float32), last=True))
+    y = fp.push(np.concatenate([tail, mid.take(mid.rest())]))
     emit(rs_out.push(np.concatenate([y, fp.finish()]), last=True))
     emit(out.rest())
     if out_meter is not None:
@@ -410,4 +411,362 @@ def serve_predict(predictor: Any, model_input: Any, params: dict[str, Any] | Non
     return y[None, :]
 
 
-from stemdae.batch import process_file, process_files  # noqa: E402  (the file and batch half)
+# ----------------------------------------------------------------- files
+
+
+def _audio_error(path: Path | str, reason: str) -> AudioError:
+    err = AudioError(f"{path}: {reason}")
+    err.file, err.reason = str(path), reason  # type: ignore[attr-defined]
+    return err
+
+
+class _FileSource:
+    """A file's mono downmix in blocks, re-readable (pass 1 and pass 2); soundfile, else librosa."""
+
+    def __init__(self, path: Path, *, read_block: int = READ_BLOCK) -> None:
+        import soundfile as sf
+
+        from stemdae.io import audio_info
+
+        self.path, self._memory, self.read_block = path, None, int(read_block)
+        try:
+            info = audio_info(path)  # missing, unreadable, empty, truncated, > 8 channels
+            self.sr = info.sr
+        except AudioError as err:
+            if not path.is_file() or "not found" in str(err) or "empty" in str(err) or "truncated" in str(err):
+                raise
+            self._memory, self.sr = self._librosa(path, err)
+        self._sf = sf
+
+    @staticmethod
+    def _librosa(path: Path, err: AudioError) -> tuple[np.ndarray, int]:
+        """Formats libsndfile lacks (m4a, ...) via librosa/audioread: whole file in memory."""
+        import warnings
+
+        try:
+            import librosa
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "PySoundFile failed. Trying audioread instead."
+                y, sr = librosa.load(path, sr=None, mono=True, dtype=np.float32)
+        except Exception:
+            raise err from None
+        if y.size == 0:
+            raise _audio_error(path, "empty (expected audio samples, found 0 frames)")
+        return y, int(sr)
+
+    def __call__(self) -> Iterator[np.ndarray]:
+        if self._memory is not None:
+            step = self.read_block
+            yield from (self._memory[i:i + step] for i in range(0, self._memory.size, step))
+            return
+        try:
+            with self._sf.SoundFile(self.path) as f:
+                for block in f.blocks(blocksize=self.read_block, dtype="float32", always_2d=True):
+                    yield block[:, 0].copy() if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+        except (self._sf.LibsndfileError, RuntimeError) as err:
+            raise _audio_error(self.path, f"cannot decode ({err})") from None
+
+    def check(self, chunk: np.ndarray, start: int) -> None:
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            at = (start + int(np.argmax(bad))) / self.sr
+            raise _audio_error(self.path, f"expected finite samples, found {int(bad.sum())} NaN/Inf from {at:.3f} s")
+
+
+def _tmp_path(out: Path) -> Path:
+    import os
+
+    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
+
+
+def process_file(path: Path | str, out: Path | str, *, predictor: Any, st: Settings,
+                 read_block: int = READ_BLOCK) -> RenderInfo:
+    """Process one audio file into a mono float32 WAV ``out``, streamed (see the module docstring).
+
+    The output is written to a hidden temporary file beside ``out`` and renamed
+    over it when complete.
+
+    Raises
+    ------
+    AudioError
+        Unreadable, empty, non-finite input (message starts with the file).
+    StemdaeError
+        ``out`` cannot be written.
+    """
+    import os
+
+    import soundfile as sf
+
+    path, out = Path(path), Path(out)
+    src = _FileSource(path, read_block=read_block)
+    tmp = _tmp_path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        writer = sf.SoundFile(tmp, "w", samplerate=src.sr, channels=1, subtype="FLOAT", format="WAV")
+    except (OSError, sf.LibsndfileError, RuntimeError) as err:
+        raise StemdaeError(f"{out}: cannot write the output ({_reason(err)})") from None
+    try:
+        with writer:
+            info = render(src, src.sr, predictor, st, writer.write, check=src.check)
+        if info.restore_gain_db:
+            _scale_in_place(tmp, 10 ** (info.restore_gain_db / 20))
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if info.peak_out * 10 ** (info.restore_gain_db / 20) > 1.0:
+        log.warning("%s: peaks above 0 dBFS (kept: float WAV)", out)
+    return info
+
+
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or " ".join(str(err).split())
+
+
+def _scale_in_place(path: Path, gain: float) -> None:
+    import soundfile as sf
+
+    with sf.SoundFile(path, "r+") as f:
+        pos = 0
+        while pos < f.frames:
+            f.seek(pos)
+            block = f.read(READ_BLOCK, dtype="float32")
+            f.seek(pos)
+            f.write(block * np.float32(gain))
+            pos += len(block)
+
+
+# ----------------------------------------------------------------- batch
+
+AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".aif", ".aiff", ".aifc", ".ogg", ".oga", ".opus", ".mp3",
+                            ".w64", ".rf64", ".caf", ".au", ".snd", ".m4a", ".wv"})
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    out: Path
+
+
+@dataclass
+class FileResult:
+    src: str
+    out: str
+    error: str | None = None
+    duration_s: float = 0.0
+    elapsed_s: float = 0.0
+
+
+def _has_magic(s: str) -> bool:
+    return any(ch in s for ch in "*?[")
+
+
+def expand_inputs(inputs: Iterable[Path | str], *, skip_suffixes: tuple[str, ...] = ()
+                  ) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """Files to process as ``(file, name relative to its folder argument)``, and ``(input, problem)`` pairs.
+
+    A folder gives its audio files (recursively, by suffix), a glob its matches
+    (``**`` recursive), a file itself. Files ending in one of ``skip_suffixes``
+    (earlier outputs, ``*.<group>.wav``) are left out of folders and globs.
+    """
+    import glob
+
+    files: list[tuple[Path, Path]] = []
+    bad: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def add(p: Path, rel: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append((p, rel))
+
+    def wanted(p: Path) -> bool:
+        return p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.endswith(skip_suffixes)
+
+    for item in map(str, inputs):
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if wanted(q))
+            if not found:
+                bad.append((item, "folder holds no audio files"))
+            for q in found:
+                add(q, q.relative_to(p))
+        elif p.is_file():
+            add(p, Path(p.name))
+        elif _has_magic(item):
+            found = sorted(Path(q) for q in glob.glob(item, recursive=True) if wanted(Path(q)))
+            if not found:
+                bad.append((item, "no audio files match"))
+            for q in found:
+                add(q, Path(q.name))
+        else:
+            bad.append((item, "not found (expected an audio file, a folder or a glob)"))
+    return files, bad
+
+
+def plan_outputs(files: list[tuple[Path, Path]], out: Path | None, *, group: str) -> list[Job]:
+    """Output path per file: ``<name>.<group>.wav`` beside it, or in ``out`` (a file for one input)."""
+    suffix = f".{group}.wav"
+    if out is not None and len(files) == 1 and not out.is_dir() and out.suffix:
+        return [Job(files[0][0], out)]
+    jobs, taken = [], set()
+    for src, rel in files:
+        base = src.parent if out is None else out / rel.parent
+        target = base / (src.stem + suffix)
+        k = 2
+        while target in taken:  # same name from two folders or globs
+            target = base / f"{src.stem}-{k}{suffix}"
+            k += 1
+        taken.add(target)
+        jobs.append(Job(src, target))
+    return jobs
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(model_path: str, st: Settings, log_level: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    _WORKER["st"] = st
+    try:
+        _WORKER["predictor"] = load_model(model_path)
+    except StemdaeError as err:
+        _WORKER["error"] = str(err)
+
+
+def _run_job(job: Job, predictor: Any = None, st: Settings | None = None) -> FileResult:
+    import time
+
+    t0 = time.perf_counter()
+    res = FileResult(str(job.src), str(job.out))
+    try:
+        if predictor is None:
+            if "error" in _WORKER:
+                raise ModelError(_WORKER["error"])
+            predictor, st = _WORKER["predictor"], _WORKER["st"]
+        info = process_file(job.src, job.out, predictor=predictor, st=st)
+        res.duration_s = info.n / info.sr
+    except StemdaeError as err:
+        msg = " ".join(str(err).split())
+        res.error = msg[len(str(job.src)) + 2:] if msg.startswith(f"{job.src}: ") else msg
+    except Exception as err:  # a bug, but one file must not stop the batch
+        log.exception("%s: unexpected error", job.src)
+        res.error = f"unexpected {type(err).__name__}: {' '.join(str(err).split())}"
+    res.elapsed_s = time.perf_counter() - t0
+    return res
+
+
+def process_files(inputs: list[Path], *, group: str, params: Params, paths: Paths, model: str | None = None,
+                  out: Path | None = None, jobs: int = 0, restore_loudness: bool = False, phase: str = "raw",
+                  block_frames: int = 1024):
+    """``stemdae process``: every input file -> a stem-like WAV; failures are counted, not fatal.
+
+    Parameters
+    ----------
+    inputs
+        Files, folders (recursive) and globs.
+    group
+        Instrument group (its model and the output names ``<name>.<group>.wav``).
+    model
+        MLflow model URI or local model folder (default: see :func:`resolve_model`).
+    out
+        Output file (one input) or folder (default: beside each input).
+    jobs
+        Parallel files (0: all cores); each worker uses one torch thread.
+
+    Returns
+    -------
+    stemdae.summary.Summary
+        Counts, outputs and one skip per failed input; ``exit_code`` 1 when any failed.
+
+    Raises
+    ------
+    ConfigError, ModelError
+        Unknown group or phase, no model (nothing is processed).
+    """
+    import os
+    import sys
+    import time
+
+    from stemdae.summary import Summary
+
+    summary = Summary("process")
+    source = resolve_model(group, model, params, paths)
+    local = str(model_file(source))  # download an MLflow model once, for all workers
+    predictor = load_model(local)
+    meta_group = (getattr(predictor, "meta", {}) or {}).get("group")
+    if meta_group and meta_group != group:
+        log.warning("the model %s was trained for group %r, not %r", source, meta_group, group)
+    st = settings_for(predictor, params, restore_loudness=restore_loudness, phase=phase, block_frames=block_frames)
+    files, bad = expand_inputs(inputs, skip_suffixes=tuple(f".{g}.wav" for g in params.groups))
+    for item, reason in bad:
+        summary.skip(item, reason)
+    todo = plan_outputs(files, out, group=group)
+    n_workers = min(jobs if jobs > 0 else (os.cpu_count() or 1), len(todo))
+    log.info("process: %d files, group %s, model %s, %d worker(s)", len(todo), group, source, max(n_workers, 1))
+    results = _run_all(todo, n_workers, local, predictor, st, progress=sys.stderr.isatty())
+    audio_s = sum(r.duration_s for r in results if r.error is None)
+    for r in results:
+        if r.error is not None:
+            summary.skip(r.src, r.error)
+    ok = [r for r in results if r.error is None]
+    summary.outputs = [r.out for r in ok] if len(ok) <= 10 else [f"{len(ok)} files under {out or 'their folders'}"]
+    summary.done()
+    summary.counts = {"files": len(todo) + len(bad), "processed": len(ok), "failed": len(todo) - len(ok) + len(bad),
+                      "audio_s": round(audio_s, 1),
+                      "realtime_factor": round(summary.elapsed_s / audio_s, 4) if audio_s else None}
+    summary.exit_code = 1 if summary.skips else 0
+    log.info("process: %d of %d files in %.1f s", len(ok), len(todo) + len(bad), time.perf_counter() - summary.started)
+    return summary
+
+
+def _run_all(todo: list[Job], n_workers: int, local: str, predictor: Any, st: Settings, *,
+             progress: bool) -> list[FileResult]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), unit="file", disable=not progress or not todo, desc="process")
+    results: list[FileResult] = []
+    try:
+        if n_workers <= 1:
+            for job in todo:
+                results.append(_run_job(job, predictor, st))
+                bar.update()
+            return results
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn: a forked child of a process that already ran torch's thread pools can hang.
+        with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(local, st, logging.getLogger().level)) as pool:
+            futures = {pool.submit(_run_job, job): job for job in todo}
+            for fut in as_completed(futures):
+                job = futures[fut]
+                try:
+                    results.append(fut.result())
+                except Exception as err:  # a worker died (out of memory, killed)
+                    results.append(FileResult(str(job.src), str(job.out), error=f"worker failed ({err})"))
+                bar.update()
+        order = {str(j.src): i for i, j in enumerate(todo)}
+        return sorted(results, key=lambda r: order[r.src])
+    finally:
+        bar.close()
+
+
+# ----------------------------------------------------------------- `stemdae.process(...)`
+# Importing this submodule makes the package attribute ``stemdae.process`` the
+# module itself (the import system sets it), which would shadow the lazily
+# exported function after the first import. A callable module keeps
+# ``stemdae.process(audio, sr, ...)`` working either way.
+
+
+class _CallableModule(__import__("types").ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return process(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

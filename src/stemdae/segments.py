@@ -260,7 +260,7 @@ def run(params: Params, paths: Paths, *, jobs: int | None = None) -> Summary:
     journal = _read_journal(journal_path)
     done = {t.pair_id: journal[t.pair_id]["values"] for t in tasks if _is_kept(t, journal.get(t.pair_id))}
     todo = [t for t in tasks if t.pair_id not in done]
-    kept, failure = len(done), None
+    kept, failures = len(done), {}
     with journal_path.open("a", encoding="utf-8") as jf:
         for task, values, error in _progress(_results(todo, jobs or os.cpu_count() or 1), len(todo)):
             if error is None:
@@ -270,11 +270,13 @@ def run(params: Params, paths: Paths, *, jobs: int | None = None) -> Summary:
             else:
                 file = _rel(error[0], root)
                 if strict:
-                    failure = failure or f"{file}: {error[1]}"
+                    failures[task.pair_id] = f"{file}: {error[1]}"
+                    log.error("segments: pair %s: %s: %s", task.pair_id, file, error[1])
                 else:
                     summary.skip(file, f"pair {task.pair_id}: {error[1]}")
-    if failure:
-        raise AudioError(failure)
+                    log.warning("segments: skipped pair %s: %s: %s", task.pair_id, file, error[1])
+    if failures:  # the first in pairs.csv order, whatever order the workers finished in
+        raise AudioError(next(failures[t.pair_id] for t in tasks if t.pair_id in failures))
     by_id = {r["pair_id"]: r for r in rows}
     manifest = [{**{c: by_id[t.pair_id][c] for c in ("pair_id", "song", "group", "instrument", "split")},
                  **done[t.pair_id]} for t in tasks if t.pair_id in done]

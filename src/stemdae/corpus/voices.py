@@ -267,28 +267,29 @@ def render_line(notes: Notes, *, sr: int, n: int, timbre: Timbre, rng: np.random
     """
     tb = timbre
     idx, active, tso = _line_state(notes, sr, n)
-    f_note = hz(notes.midi)[idx]
+    f_note = hz(notes.midi).astype(np.float32)[idx]
     f = f_note
     if tb.glide_s > 0:
-        prev = hz(notes.midi)[np.maximum(idx - 1, 0)]
-        f = f_note * (prev / f_note) ** np.exp(-tso / tb.glide_s)
-    t = np.arange(n) / sr
+        prev = hz(notes.midi).astype(np.float32)[np.maximum(idx - 1, 0)]
+        f = f_note * (prev / f_note) ** np.exp(-tso / np.float32(tb.glide_s))
+    t = (np.arange(n) / sr).astype(np.float32) if tb.vibrato_cents > 0 or tb.tremolo_depth > 0 else None
     if tb.vibrato_cents > 0:
-        depth = tb.vibrato_cents * np.clip((tso - 0.15) / 0.3, 0, 1)
-        f = f * 2.0 ** (depth * np.sin(2 * np.pi * tb.vibrato_hz * t + rng.uniform(0, 6.28)) / 1200)
+        depth = np.float32(tb.vibrato_cents / 1200) * np.clip((tso - np.float32(0.15)) / np.float32(0.3), 0, 1)
+        f = f * np.exp2(depth * np.sin(np.float32(2 * np.pi * tb.vibrato_hz) * t + np.float32(rng.uniform(0, 6.28))))
     vel = notes.vel[idx].astype(np.float32)
     dur = notes.dur_s[idx].astype(np.float32)
     env = (1 - np.exp(-tso / tb.attack_s)) * (tb.sustain + (1 - tb.sustain) * np.exp(-tso / tb.decay_s))
     env *= np.where(tso > dur, np.exp(-np.maximum(tso - dur, 0) / tb.release_s), 1.0).astype(np.float32)
     env *= active * vel
     if tb.tremolo_depth > 0:
-        env *= 1 - tb.tremolo_depth * (0.5 + 0.5 * np.sin(2 * np.pi * tb.tremolo_hz * t)).astype(np.float32)
+        env *= 1 - np.float32(tb.tremolo_depth) * (0.5 + 0.5 * np.sin(np.float32(2 * np.pi * tb.tremolo_hz) * t))
     r = np.clip(0.72 + 0.25 * vel, 0.5, 1.0) * (tb.bright_floor + (1 - tb.bright_floor) * np.exp(-tso / tb.bright_tau_s))
     k = np.arange(1, tb.n_harm + 1)
     amps = table if table is not None else (k ** -tb.slope * np.where(k % 2 == 0, tb.even, 1.0))[None, :]
     live = np.flatnonzero(env > 1e-6 * float(env.max(initial=0.0)))  # skip silence between notes
     fn, rl, il = f_note[live], r[live].astype(np.float32), idx[live] if table is not None else None
-    phase = 2 * np.pi * np.cumsum(f) / sr
+    phase = np.cumsum(f, dtype=np.float64)
+    phase *= 2 * np.pi / sr
     out = np.zeros(n, dtype=np.float32)
     out[live] = _harmonics(phase[live], fn, rl, amps, il, sr)
     if tb.detune_cents:
@@ -302,31 +303,36 @@ def render_line(notes: Notes, *, sr: int, n: int, timbre: Timbre, rng: np.random
 
 
 def _harmonics(phase: np.ndarray, f_note: np.ndarray, r: np.ndarray, amps: np.ndarray, idx, sr: int) -> np.ndarray:
-    """``sum_k amps[k] r**k sin((k+1) phase)`` below 0.45 sr, by the Chebyshev recurrence; float32."""
+    """``sum_k amps[k] r**k sin((k+1) phase)`` below 0.45 sr, by the Chebyshev recurrence; float32.
+
+    Works in blocks that stay in cache: the recurrence is a dozen passes per harmonic.
+    """
     m = len(phase)
-    if m == 0:
-        return np.zeros(0, dtype=np.float32)
-    phase = np.mod(phase, 2 * np.pi).astype(np.float32)
-    s_prev = np.zeros(m, dtype=np.float32)
-    s = np.sin(phase)
-    c2 = 2 * np.cos(phase)
-    rp = np.ones(m, dtype=np.float32)
     acc = np.zeros(m, dtype=np.float32)
-    tmp = np.empty(m, dtype=np.float32)
-    f_max = float(f_note.max())
-    for k in range(amps.shape[1]):
-        if (k + 1) * float(f_note.min()) >= 0.45 * sr:
-            break
-        np.multiply(rp, s, out=tmp)
-        tmp *= amps[idx, k].astype(np.float32) if idx is not None else np.float32(amps[0, k])
-        if (k + 1) * f_max >= 0.45 * sr:  # only some notes are past Nyquist
-            tmp *= (k + 1) * f_note < 0.45 * sr
-        acc += tmp
-        np.multiply(c2, s, out=tmp)
-        tmp -= s_prev
-        s_prev, s, tmp = s, tmp, s_prev
-        rp *= r
+    nyq = 0.45 * sr
+    for a in range(0, m, _BLOCK):
+        b = min(m, a + _BLOCK)
+        fn = f_note[a:b]
+        ph = np.mod(phase[a:b], 2 * np.pi).astype(np.float32)
+        s_prev, s, c2 = np.zeros(b - a, dtype=np.float32), np.sin(ph), 2 * np.cos(ph)
+        rb, rp, tmp, out = r[a:b], np.ones(b - a, dtype=np.float32), np.empty(b - a, dtype=np.float32), acc[a:b]
+        f_min, f_max = float(fn.min()), float(fn.max())
+        for k in range(amps.shape[1]):
+            if (k + 1) * f_min >= nyq:
+                break
+            np.multiply(rp, s, out=tmp)
+            tmp *= amps[idx[a:b], k].astype(np.float32) if idx is not None else np.float32(amps[0, k])
+            if (k + 1) * f_max >= nyq:  # only some notes are past Nyquist
+                tmp *= (k + 1) * fn < nyq
+            out += tmp
+            np.multiply(c2, s, out=tmp)
+            tmp -= s_prev
+            s_prev, s, tmp = s, tmp, s_prev
+            rp *= rb
     return acc
+
+
+_BLOCK = 1 << 15
 
 
 def transients(notes: Notes, *, sr: int, n: int, rng: np.random.Generator, tau_s: float, band_hz: tuple[float, float],

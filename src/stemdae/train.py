@@ -1,0 +1,529 @@
+"""Stage ``train@<group>``: greedy layer-wise pretraining, then fine-tuning, with Lightning.
+
+Phases (``plan_phases``): ``pretrain1 .. pretrainL`` (``training.pretrain_epochs``
+each; skipped when ``training.pretrain`` is false or the epochs are 0), then
+``finetune`` (``training.finetune_epochs``). Phase ``k`` trains hidden layer
+``k`` and a temporary output head on top of the *frozen* layers ``1..k-1``
+(see ``model.py`` for why frozen); fine-tuning trains everything. Each phase
+is its own ``Trainer.fit`` with a fresh Adam, so under DDP each phase wraps
+exactly the parameters it trains.
+
+Resume: every epoch writes ``<checkpoints>/<phase>/last.ckpt``; a finished
+phase writes ``final.ckpt``. A re-run with the same parameters and data (the
+checkpoint folder is keyed by their fingerprint) skips finished phases and
+resumes the interrupted one from ``last.ckpt``. Batch order depends only on
+``(seed, phase, epoch)`` and the torch RNG (dropout) is re-seeded at every
+epoch start from the same triple (+ rank), so a resumed run reaches exactly
+the metrics of an uninterrupted one. Checkpoints live in
+``work/checkpoints/<group>/<fingerprint>/`` (not under ``models/``: DVC
+deletes a stage's outputs before running it) and are removed on success.
+
+Progress: Lightning's bar on a TTY, otherwise one log line per epoch.
+MLflow logging goes through :mod:`stemdae.tracking` (imported lazily, only
+when ``log_mlflow``). Only global rank 0 writes files or logs to MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+
+from stemdae.config import ModelParams, Params, Paths, TrainingParams
+from stemdae.data import GroupDataModule
+from stemdae.errors import CacheError
+from stemdae.features import open_cache
+from stemdae.model import FINETUNE, StackedAutoencoder, n_parameters, output_activation_for
+from stemdae.predictor import MODEL_FILE, save_model
+from stemdae.scaling import Scaler, fit_scaler
+from stemdae.summary import Summary
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DAEModule", "FitResult", "Phase", "fit_group", "plan_phases", "run"]
+
+CURVE_COLUMNS = ["epoch", "phase", "train_loss", "val_loss"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One ``Trainer.fit``: ``index`` 1..L for greedy layer ``index``, 0 for fine-tuning."""
+
+    name: str
+    index: int
+    epochs: int
+    offset: int  # epochs of all earlier phases (for the global epoch column)
+
+
+def plan_phases(model: ModelParams, training: TrainingParams, *, max_epochs_override: int | None = None) -> list[Phase]:
+    """The phases to run (``max_epochs_override`` replaces ``finetune_epochs``)."""
+    phases, offset = [], 0
+    if training.pretrain and training.pretrain_epochs > 0:
+        for k in range(1, len(model.hidden) + 1):
+            phases.append(Phase(f"pretrain{k}", k, training.pretrain_epochs, offset))
+            offset += training.pretrain_epochs
+    phases.append(Phase("finetune", FINETUNE, max_epochs_override or training.finetune_epochs, offset))
+    return phases
+
+
+def _epoch_seed(seed: int, phase: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, phase, epoch, rank]).generate_state(1)[0])
+
+
+class DAEModule(pl.LightningModule):
+    """Lightning wrapper: one shared step for all phases, history kept in checkpoints."""
+
+    def __init__(self, net: StackedAutoencoder, scaler: Scaler, training: TrainingParams) -> None:
+        super().__init__()
+        self.net, self.scaler, self.tp = net, scaler, training
+        # Temporary heads of phases 1..L-1 (the last phase uses net.output).
+        self.heads = nn.ModuleList(net.make_head(k) for k in range(1, net.n_layers))
+        self.phase = Phase("finetune", FINETUNE, 1, 0)
+        self.history: list[dict[str, Any]] = []
+        self.sink: Callable[[dict[str, Any]], None] | None = None
+        self.sent_upto = 0
+        self._closed = -1
+        self._t0 = time.perf_counter()
+        self._train = torch.zeros(2, dtype=torch.float64)
+        self._val = torch.zeros(4, dtype=torch.float64)
+
+    def set_phase(self, phase: Phase) -> None:
+        """Freeze everything but what ``phase`` trains (see ``StackedAutoencoder.set_phase``)."""
+        self.phase = phase
+        self.net.set_phase(phase.index)
+        for k, head in enumerate(self.heads, start=1):
+            head.requires_grad_(k == phase.index)
+        self._closed = -1
+
+    def _head(self) -> nn.Module | None:
+        k = self.phase.index
+        return self.heads[k - 1] if 1 <= k <= len(self.heads) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled network output of the current phase for linear magnitudes ``x``."""
+        return self.net.forward_phase(self.scaler.scale_input(x), self.phase.index, self._head())
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.l1_loss(self(x).float(), self.scaler.scale_target(y))
+        self._train += torch.tensor([loss.item() * len(x), len(x)], dtype=torch.float64)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        out = self(x).float()
+        loss = F.l1_loss(out, self.scaler.scale_target(y))
+        mag = self.scaler.inverse_target(out)
+        mag_mae = (mag - y).abs().mean()
+        log_mae = (torch.log1p(mag) - torch.log1p(y.clamp_min(0))).abs().mean()
+        n = len(x)
+        self._val += torch.tensor([loss.item() * n, mag_mae.item() * n, log_mae.item() * n, n], dtype=torch.float64)
+        self.log("val_loss", loss, batch_size=n, on_epoch=True, prog_bar=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.tp.lr, weight_decay=self.tp.weight_decay)
+
+    # ------------------------------------------------------------ epoch records
+
+    def on_train_start(self) -> None:
+        self._flush()
+
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(_epoch_seed(self.tp.seed, self.phase.index, self.current_epoch, self.global_rank))
+        self._train.zero_()
+        self._t0 = time.perf_counter()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val.zero_()
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            self._close_epoch()
+
+    def on_train_epoch_end(self) -> None:
+        self._close_epoch()
+
+    def _close_epoch(self) -> None:
+        if self._closed == self.current_epoch:
+            return
+        self._closed = self.current_epoch
+        train = self.trainer.strategy.reduce(self._train.to(self.device), reduce_op="sum").cpu()
+        elapsed = time.perf_counter() - self._t0
+        v = self._val
+        nan = float("nan")
+        rec = {
+            "epoch": self.phase.offset + self.current_epoch + 1, "phase": self.phase.name,
+            "phase_epoch": self.current_epoch + 1,
+            "train_loss": float(train[0] / train[1]) if train[1] else nan,
+            "val_loss": float(v[0] / v[3]) if v[3] else nan,
+            "val_mag_mae": float(v[1] / v[3]) if v[3] else nan,
+            "val_log_mae": float(v[2] / v[3]) if v[3] else nan,
+            "frames_per_s": float(train[1]) / elapsed if elapsed > 0 else nan,
+        }
+        self.history.append(rec)
+        if self.trainer.is_global_zero:
+            if not self.trainer.progress_bar_callback:
+                log.info("%s epoch %d/%d (global %d): train_loss %.5f val_loss %.5f, %.0f frames/s",
+                         rec["phase"], rec["phase_epoch"], self.phase.epochs, rec["epoch"], rec["train_loss"],
+                         rec["val_loss"], rec["frames_per_s"])
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.sink is None or not self.trainer.is_global_zero:
+            return
+        for rec in self.history:
+            if rec["epoch"] > self.sent_upto:
+                self.sink(rec)
+                self.sent_upto = rec["epoch"]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["stemdae"] = {"history": list(self.history), "phase": self.phase.name}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("stemdae", {}).get("history", []))
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_group` returns (``history`` has one row per epoch, all phases)."""
+
+    val_loss: float
+    model_dir: Path
+    run_id: str | None
+    registered_version: int | None
+    history: pd.DataFrame
+    model_uri: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ trainer set-up
+
+
+def _trainer_kwargs(t: TrainingParams, *, progress: bool) -> dict[str, Any]:
+    accel = t.accelerator
+    on_cpu = accel == "cpu" or (accel == "auto" and not torch.cuda.is_available())
+    precision = t.precision
+    if on_cpu and precision == "16-mixed":
+        log.warning("training.precision 16-mixed needs a GPU; using bf16-mixed on the CPU")
+        precision = "bf16-mixed"
+    strategy: Any = t.strategy
+    if t.strategy == "ddp" and on_cpu:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo")
+    return dict(accelerator=accel, devices=t.devices, strategy=strategy, precision=precision, deterministic=True,
+                logger=False, enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+                use_distributed_sampler=False, benchmark=False)
+
+
+def _fingerprint(model: ModelParams, training: TrainingParams, cache_dir: Path, n_bins: int, phases: list[Phase]) -> str:
+    index = (cache_dir / "index.csv").read_bytes() if (cache_dir / "index.csv").exists() else b""
+    keep = training.model_dump(exclude={"num_workers", "gpu_resident", "profile", "profiles"})
+    blob = json.dumps([model.model_dump(), keep, n_bins, [p.__dict__ for p in phases]], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode() + hashlib.sha1(index).digest()).hexdigest()[:12]
+
+
+def _run_phase(module: DAEModule, dm: GroupDataModule, phase: Phase, ckpt_dir: Path, t: TrainingParams,
+               callbacks: Sequence[pl.Callback], progress: bool) -> None:
+    pdir = ckpt_dir / phase.name
+    final = pdir / "final.ckpt"
+    module.set_phase(phase)
+    dm.phase = phase.index
+    if final.is_file():  # finished before an interruption: take its weights and history
+        ckpt = torch.load(final, map_location="cpu", weights_only=False)
+        module.load_state_dict(ckpt["state_dict"])
+        module.on_load_checkpoint(ckpt)
+        log.info("%s: finished earlier, loaded %s", phase.name, final)
+        return
+    last = pdir / "last.ckpt"
+    ckpt_cb = ModelCheckpoint(dirpath=pdir, save_last=True, save_top_k=0, every_n_epochs=1,
+                              save_on_train_epoch_end=True, enable_version_counter=False)
+    trainer = pl.Trainer(max_epochs=phase.epochs, callbacks=[*callbacks, ckpt_cb], default_root_dir=pdir,
+                         **_trainer_kwargs(t, progress=progress))
+    if last.is_file():
+        log.info("%s: resuming from %s", phase.name, last)
+    # Our own checkpoints hold the history (plain Python data) besides tensors.
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None, weights_only=False)
+    trainer.save_checkpoint(final)
+
+
+def build_module(n_bins: int, model: ModelParams, training: TrainingParams, scaler: Scaler) -> DAEModule:
+    """The untrained net (seeded from ``training.seed``) and its Lightning wrapper."""
+    torch.manual_seed(training.seed)
+    net = StackedAutoencoder(n_bins, list(model.hidden), model.dropout, output_activation_for(model.scaling))
+    return DAEModule(net, scaler, training)
+
+
+# ------------------------------------------------------------------ fit
+
+
+def _progress(enable: bool | None) -> bool:
+    return sys.stderr.isatty() if enable is None else enable
+
+
+def fit_group(params: Params, group: str, paths: Paths, *, model: ModelParams | None = None,
+              training: TrainingParams | None = None, callbacks: Sequence[pl.Callback] = (),
+              log_mlflow: bool = True, register_model: bool | None = None, max_epochs_override: int | None = None,
+              model_dir: Path | None = None, checkpoint_dir: Path | None = None, parent_run_id: str | None = None,
+              enable_progress_bar: bool | None = None) -> FitResult:
+    """Train one group's autoencoder and write ``model_dir`` (rank 0 only).
+
+    Parameters
+    ----------
+    params, group, paths
+        Everything is read from ``work/features/{train,test}/<group>``.
+    model, training
+        Overrides of ``params.model_for(group)`` / ``params.training_for(group)`` (a sweep's trial).
+    callbacks
+        Extra Lightning callbacks, attached to the fine-tuning ``Trainer`` only
+        (e.g. Optuna's pruning callback monitoring ``val_loss``).
+    log_mlflow
+        Log a child run under the pipeline's parent run (``parent_run_id`` or
+        :func:`stemdae.tracking.pipeline_run`), with figures, audio and the model.
+    register_model
+        Register the model as ``<registry_prefix><group>`` (default: ``log_mlflow and tracking.log_models``).
+    max_epochs_override
+        Replaces ``finetune_epochs``.
+    model_dir, checkpoint_dir
+        Defaults ``models/<group>`` and ``work/checkpoints/<group>/<fingerprint>``.
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    CacheError
+        A missing, unreadable or empty training cache.
+    """
+    model = model or params.model_for(group)
+    t = training or params.training_for(group)
+    model_dir = Path(model_dir or paths.model_dir(group))
+    cache_dir = paths.features_group("train", group)
+    cache = open_cache(cache_dir)
+    if cache.n_frames == 0:
+        raise CacheError(f"{cache_dir}: the training cache of group {group!r} has no frames (no training pairs)")
+    phases = plan_phases(model, t, max_epochs_override=max_epochs_override)
+    ckpt_dir = Path(checkpoint_dir or paths.work / "checkpoints" / group
+                    / _fingerprint(model, t, cache_dir, cache.n_bins, phases))
+    pl.seed_everything(t.seed, workers=True, verbose=False)
+    dm = GroupDataModule(cache_dir, t)
+    dm.setup("fit")
+    scaler = fit_scaler(model.scaling, cache.raw, cache.stem, stats=cache.stats)
+    module = build_module(cache.n_bins, model, t, scaler)
+    rank0 = getattr(rank_zero_only, "rank", 0) == 0
+    tracking, run_id = None, None
+    if log_mlflow and rank0:
+        from stemdae import tracking  # lazy: level 6, only when logging
+
+        tracking.configure(params.tracking, paths.root)
+        parent = parent_run_id or tracking.pipeline_run(params.tracking, paths.root)
+        flat = {**params.flat(), **{f"resolved.model.{k}": v for k, v in model.model_dump().items()},
+                **{f"resolved.training.{k}": v for k, v in t.model_dump(exclude={"profiles"}).items()}}
+        run_id = tracking.start_group_run(params.tracking, paths.root, group=group, parent_run_id=parent,
+                                          params_flat=flat, extra_tags={"stemdae.fingerprint": ckpt_dir.name})
+        module.sink = tracking.epoch_sink(run_id)
+    progress = _progress(enable_progress_bar)
+    started = time.perf_counter()
+    log.info("train %s: %d hidden layers %s, scaling %s, phases %s, checkpoints %s", group, len(model.hidden),
+             model.hidden, model.scaling, [f"{p.name}x{p.epochs}" for p in phases], ckpt_dir)
+    try:
+        for phase in phases:
+            _run_phase(module, dm, phase, ckpt_dir, t, callbacks if phase.index == FINETUNE else (), progress)
+    except BaseException:
+        if tracking is not None:
+            tracking.finish_run(run_id, "FAILED")
+        raise
+    history = pd.DataFrame(module.history)
+    last = module.history[-1]
+    metrics = {"val_loss": last["val_loss"], "val_mag_mae": last["val_mag_mae"], "val_log_mae": last["val_log_mae"],
+               "train_loss": last["train_loss"], "epochs": int(last["epoch"]),
+               "train_frames": int(len(dm.train_rows)), "val_frames": int(len(dm.val_rows)),
+               "train_songs": len(dm.train_songs), "val_songs": len(dm.val_songs),
+               "n_parameters": n_parameters(module.net), "elapsed_s": round(time.perf_counter() - started, 2),
+               "frames_per_s": float(history["frames_per_s"].median())}
+    result = FitResult(float(last["val_loss"]), model_dir, run_id, None, history, metrics=metrics)
+    if not rank0:
+        return result
+    module.net.cpu().eval()
+    _write_model_dir(model_dir, module, params, group, model, t, metrics)
+    if tracking is not None:
+        register = tracking_register(params, register_model)
+        info = _log_to_mlflow(tracking, run_id, module, params, paths, group, history, metrics, model_dir, register)
+        result.registered_version, result.model_uri = info.get("registered_version"), info.get("model_uri")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    log.info("train %s: val_loss %.5f after %d epochs, %.1f s -> %s", group, result.val_loss, metrics["epochs"],
+             metrics["elapsed_s"], model_dir)
+    return result
+
+
+def tracking_register(params: Params, register_model: bool | None) -> bool:
+    return params.tracking.log_models if register_model is None else register_model
+
+
+def _write_model_dir(model_dir: Path, module: DAEModule, params: Params, group: str, model: ModelParams,
+                     t: TrainingParams, metrics: dict[str, Any]) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    f = params.features
+    save_model(model_dir / MODEL_FILE, module.net, module.scaler, group=group, model_params=model.model_dump(),
+               features={"n_fft": f.n_fft, "hop": f.hop, "sr": params.segments.sr, "n_bins": f.n_bins})
+    resolved = {"group": group, "model": model.model_dump(), "training": t.model_dump(exclude={"profiles"}),
+                "features": f.model_dump(), "sr": params.segments.sr, "params": params.model_dump(mode="json"),
+                "metrics": metrics}
+    (model_dir / "params.json").write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+
+
+def _log_to_mlflow(tracking: Any, run_id: str, module: DAEModule, params: Params, paths: Paths, group: str,
+                   history: pd.DataFrame, metrics: dict[str, Any], model_dir: Path, register: bool) -> dict:
+    """Figures, example audio, final metrics and the model of ``run_id``; writes ``mlflow.json``."""
+    import tempfile
+
+    from stemdae import plots
+
+    info: dict[str, Any] = {"run_id": run_id, "model_uri": None, "registered_version": None}
+    try:
+        with tempfile.TemporaryDirectory(prefix="stemdae-train-") as tmp:
+            tmp = Path(tmp)
+            curve = plots.save(plots.learning_curve(history[CURVE_COLUMNS], title=f"{group}: learning curve"),
+                               tmp / "learning_curve.png")
+            tracking.log_artifacts_to_run(run_id, [curve], artifact_path="figures")
+            examples = write_examples(module, params, paths, group, tmp / "examples")
+            if examples["figures"]:
+                tracking.log_artifacts_to_run(run_id, examples["figures"], artifact_path="figures")
+            if examples["audio"] and params.tracking.log_audio:
+                tracking.log_artifacts_to_run(run_id, examples["audio"], artifact_path="audio")
+        tracking.log_metrics_to_run(run_id, {f"final/{k}": v for k, v in metrics.items()})
+        if params.tracking.log_models:
+            name = f"{params.tracking.registry_prefix}{group}" if register else None
+            info.update(tracking.log_model(run_id, model_dir / MODEL_FILE, n_bins=module.net.n_bins,
+                                           registered_name=name))
+        info["registered_name"] = f"{params.tracking.registry_prefix}{group}" if info["registered_version"] else None
+        info["tracking_uri"] = tracking.resolve_uri(params.tracking, paths.root)
+        tracking.write_run_info(model_dir, info)
+        tracking.log_artifacts_to_run(run_id, [model_dir / "params.json"])
+        tracking.finish_run(run_id)
+    except BaseException:
+        tracking.finish_run(run_id, "FAILED")
+        raise
+    return info
+
+
+def write_examples(module: DAEModule, params: Params, paths: Paths, group: str, out: Path,
+                   *, n_examples: int = 2) -> dict[str, list[Path]]:
+    """Triptych PNGs and raw/target/output WAVs for the first ``n_examples`` test pairs.
+
+    The output is rebuilt with the raw input's phase (as in the paper); the raw
+    and target audio are the segments themselves when ``work/segments`` has them.
+    """
+    import soundfile as sf
+
+    from stemdae import plots
+    from stemdae.dsp.stft import istft
+    from stemdae.predictor import Predictor
+
+    files: dict[str, list[Path]] = {"figures": [], "audio": []}
+    test_dir = paths.features_group("test", group)
+    try:
+        cache = open_cache(test_dir)
+    except CacheError as err:
+        log.info("train %s: no example figures (%s)", group, err)
+        return files
+    f, sr = params.features, params.segments.sr
+    predictor = Predictor(module.net, module.scaler)
+    rows = cache.index[cache.index["shift_cents"] == 0].head(n_examples)
+    for r in rows.itertuples(index=False):
+        sl = slice(int(r.row_start), int(r.row_start) + int(r.n_frames))
+        raw, stem = np.asarray(cache.raw[sl], np.float32), np.asarray(cache.stem[sl], np.float32)
+        pred = predictor.predict_magnitude(raw)
+        name = f"{group}_{r.pair_id}"
+        fig = plots.spectrogram_triptych(raw, stem, pred, sr=sr, hop=f.hop, title=f"{group}: {r.pair_id} ({r.song})")
+        files["figures"].append(plots.save(fig, out / f"{name}_triptych.png"))
+        if cache.raw_phase is None:
+            continue
+        phase = np.asarray(cache.raw_phase[sl], np.float32).T
+        length = (int(r.n_frames) - 1) * f.hop
+        seg = paths.segments_dir / f"{r.pair_id}.npy"
+        audio = np.load(seg) if seg.is_file() else None
+        signals = {"raw": audio[0] if audio is not None else istft(raw.T, phase, n_fft=f.n_fft, hop=f.hop, length=length),
+                   "target": audio[1] if audio is not None else istft(stem.T, phase, n_fft=f.n_fft, hop=f.hop, length=length),
+                   "output": istft(pred.T, phase, n_fft=f.n_fft, hop=f.hop, length=length)}
+        for kind, x in signals.items():
+            path = out / f"{name}_{kind}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, np.clip(np.asarray(x, np.float32), -1, 1), sr, subtype="PCM_16")
+            files["audio"].append(path)
+    return files
+
+
+# ------------------------------------------------------------------ stage
+
+
+def run(params: Params, paths: Paths, *, group: str) -> Summary:
+    """Stage ``train@<group>``: :func:`fit_group`, then the DVC metrics and plot files.
+
+    A group whose training cache has no frames is not an error: the stage
+    writes ``models/<group>/`` (``params.json`` and an ``mlflow.json`` without a
+    run, no ``model.pt``), an empty learning curve and ``metrics.json`` with
+    ``"skipped": true``, records a skip in the summary and exits 0, so the
+    other groups and evaluation (which reports "no model") still run.
+
+    Raises
+    ------
+    CacheError
+        A missing or unreadable training cache (run ``stemdae features``).
+    """
+    summary = Summary(f"train@{group}")
+    reports = paths.reports_dir / "train" / group
+    log.info("train@%s: %s -> %s", group, paths.features_group("train", group), paths.model_dir(group))
+    try:
+        result = fit_group(params, group, paths, log_mlflow=True)
+    except CacheError as err:
+        if "has no frames" not in str(err):
+            raise
+        log.warning("train@%s: skipped: %s", group, err)
+        return _write_skipped(params, paths, group, summary, str(err))
+    reports.mkdir(parents=True, exist_ok=True)
+    result.history[CURVE_COLUMNS].to_csv(reports / "learning_curve.csv", index=False)
+    metrics = {**result.metrics, "run_id": result.run_id, "registered_version": result.registered_version}
+    (reports / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    summary.counts = {"epochs": metrics["epochs"], "val_loss": round(result.val_loss, 5),
+                      "train_frames": metrics["train_frames"], "val_frames": metrics["val_frames"],
+                      "registered_version": result.registered_version}
+    summary.outputs = [str(result.model_dir), str(reports)]
+    summary.done()
+    log.info("%s", summary.text().splitlines()[0])
+    return summary
+
+
+def _write_skipped(params: Params, paths: Paths, group: str, summary: Summary, reason: str) -> Summary:
+    model_dir, reports = paths.model_dir(group), paths.reports_dir / "train" / group
+    for d in (model_dir, reports):
+        d.mkdir(parents=True, exist_ok=True)
+    (model_dir / MODEL_FILE).unlink(missing_ok=True)
+    (model_dir / "params.json").write_text(json.dumps({"group": group, "skipped": reason,
+                                                       "params": params.model_dump(mode="json")}, indent=2) + "\n")
+    (model_dir / "mlflow.json").write_text(json.dumps({"run_id": None, "model_uri": None,
+                                                       "registered_version": None, "skipped": reason}, indent=2) + "\n")
+    pd.DataFrame(columns=CURVE_COLUMNS).to_csv(reports / "learning_curve.csv", index=False)
+    (reports / "metrics.json").write_text(json.dumps({"skipped": True, "reason": reason}, indent=2) + "\n")
+    summary.skip(paths.features_group("train", group), reason)
+    summary.counts = {"epochs": 0, "trained": 0}
+    summary.outputs = [str(model_dir), str(reports)]
+    return summary.done()

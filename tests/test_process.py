@@ -1,0 +1,306 @@
+"""stemdae.process / stemdae.stream: streaming equals one-go, lengths and rates kept, errors per file.
+
+A tiny real model (n_fft 2048, one hidden layer of 32, seeded random weights)
+stands in for a trained one: what is tested is the plumbing around any model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import stemdae
+from stemdae.config import Params, Paths
+from stemdae.dsp.loudness import integrated_lufs
+from stemdae.dsp.stft import istft, magnitude_phase
+from stemdae.errors import AudioError, ConfigError, ModelError
+from stemdae.process import (
+    Settings,
+    load_model,
+    plan_outputs,
+    process_file,
+    process_files,
+    serve_predict,
+    settings_for,
+)
+from stemdae.stream import FrameProcessor, LoudnessMeter
+
+
+def make_model(path: Path, *, hidden=(32,), n_fft=2048, hop=1024, sr=44100, group="vocal") -> Path:
+    import torch
+
+    from stemdae.model import StackedAutoencoder
+    from stemdae.predictor import save_model
+    from stemdae.scaling import Scaler
+
+    torch.manual_seed(0)
+    n_bins = n_fft // 2 + 1
+    net = StackedAutoencoder(n_bins, list(hidden), 0.2, "relu")
+    save_model(path / "model.pt", net, Scaler("log", n_bins), group=group,
+               features={"n_fft": n_fft, "hop": hop, "sr": sr, "n_bins": n_bins})
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("models") / "vocal")
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir):
+    return load_model(str(model_dir))
+
+
+def noise(n: int, *, channels: int = 1, seed: int = 0, amp: float = 0.1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    env = np.linspace(0.2, 1.0, n, dtype=np.float32)  # not stationary: the gating matters
+    x = amp * rng.standard_normal((channels, n)).astype(np.float32) * env
+    return x[0] if channels == 1 else x
+
+
+def reference(mono: np.ndarray, sr: int, predictor, *, target_lufs=-23.0) -> np.ndarray:
+    """The whole-array computation: pyloudnorm gain, dsp.stft, the model, raw phase, dsp.istft."""
+    gain = 10 ** ((target_lufs - integrated_lufs(mono, sr)) / 20)
+    mag, phase = magnitude_phase((mono * gain).astype(np.float32), n_fft=2048, hop=1024)
+    out = predictor.predict_magnitude(np.ascontiguousarray(mag.T)).T
+    return istft(out, phase, n_fft=2048, hop=1024, length=mono.size)
+
+
+# ----------------------------------------------------------------- stream
+
+
+@pytest.mark.parametrize("sr", [22050, 44100, 48000])
+@pytest.mark.parametrize("duration_s", [0.41, 1.06, 3.3])
+def test_streaming_loudness_equals_pyloudnorm(sr, duration_s):
+    x = noise(int(sr * duration_s), seed=sr).astype(np.float64)
+    m = LoudnessMeter(sr)
+    for chunk in np.array_split(x, 7):
+        m.update(chunk)
+    assert m.lufs() == pytest.approx(integrated_lufs(x, sr), abs=1e-6)
+    assert m.peak == pytest.approx(np.abs(x).max())
+
+
+def test_streaming_loudness_short_and_silent():
+    sr = 44100
+    m = LoudnessMeter(sr)
+    m.update(np.zeros(sr))
+    assert m.lufs() == -math.inf
+    short = LoudnessMeter(sr)
+    short.update(0.1 * np.sin(2 * np.pi * 997 * np.arange(4410) / sr))  # 0.1 s: ungated mean square
+    assert short.lufs() == pytest.approx(-23.0, abs=0.1)
+
+
+@pytest.mark.parametrize("n_fft,hop", [(2048, 1024), (64, 16), (16, 12)])
+@pytest.mark.parametrize("n", [2, 9, 1000, 5003])
+@pytest.mark.parametrize("chunk,block_frames", [(7, 1), (333, 3), (10**6, 10**6)])
+def test_frame_processor_equals_whole_signal_stft(n_fft, hop, n, chunk, block_frames):
+    x = noise(n, seed=n)
+    mag, phase = magnitude_phase(x, n_fft=n_fft, hop=hop)
+    ref = istft(np.sqrt(mag) * 0.3, phase, n_fft=n_fft, hop=hop, length=n)
+    fp = FrameProcessor(lambda m, p: np.sqrt(m) * 0.3 * p, n_fft=n_fft, hop=hop, block_frames=block_frames)
+    y = np.concatenate([*(fp.push(x[i:i + chunk]) for i in range(0, n, chunk)), fp.finish()])
+    assert y.shape == (n,)
+    np.testing.assert_allclose(y, ref, atol=2e-6 * max(1.0, np.abs(ref).max()))
+
+
+def test_frame_processor_state_stays_bounded():
+    fp = FrameProcessor(lambda m, p: m * p, n_fft=2048, hop=1024, block_frames=16)
+    x = noise(44100)
+    held = []
+    for _ in range(40):  # 40 s of audio through a 16-frame block
+        fp.push(x)
+        held.append(fp._buf.size + fp._acc.size)
+    assert max(held) < 4 * 44100  # state is one read block plus a frame, not the stream so far
+    assert max(held[20:]) <= max(held[:20])
+
+
+# ----------------------------------------------------------------- in memory
+
+
+def test_process_matches_whole_array_reference(model_dir, predictor):
+    x = noise(44100 * 4, channels=2)
+    y = stemdae.process(x, 44100, model=str(model_dir))
+    ref = reference(x.mean(axis=0), 44100, predictor)
+    assert y.shape == (x.shape[1],) and y.dtype == np.float32
+    assert np.abs(ref).max() > 1e-4  # the model does output something
+    np.testing.assert_allclose(y, ref, atol=1e-6 * np.abs(ref).max() + 1e-9)
+
+
+def test_stemdae_process_is_callable_after_submodule_import(predictor):
+    import stemdae.process  # noqa: F401  (sets the package attribute to the module)
+
+    y = stemdae.process(noise(5000), 44100, model=predictor)
+    assert y.shape == (5000,)
+
+
+@pytest.mark.parametrize("sr", [8000, 22050, 44100, 48000, 96000])
+@pytest.mark.parametrize("n", [1, 2, 777, 2048, 33333])
+def test_length_and_rate_kept(predictor, sr, n):
+    y = stemdae.process(noise(n, channels=2), sr, model=predictor)
+    assert y.shape == (n,)
+    assert np.isfinite(y).all()
+
+
+def test_restore_loudness(predictor):
+    x = noise(44100 * 3, amp=0.01)
+    y_default = stemdae.process(x, 44100, model=predictor)
+    y = stemdae.process(x, 44100, model=predictor, restore_loudness=True)
+    assert integrated_lufs(y, 44100) == pytest.approx(integrated_lufs(x, 44100), abs=0.01)
+    assert integrated_lufs(y_default, 44100) != pytest.approx(integrated_lufs(x, 44100), abs=1.0)
+
+
+def test_griffinlim_is_more_consistent_than_raw_phase(predictor):
+    x = noise(44100 * 2)
+    st = settings_for(predictor, Params())
+    y_raw = stemdae.process(x, 44100, model=predictor)
+    y_gl = stemdae.process(x, 44100, model=predictor, phase="griffinlim")
+    assert y_gl.shape == y_raw.shape and np.isfinite(y_gl).all()
+    gain = 10 ** ((st.target_lufs - integrated_lufs(x, 44100)) / 20)
+    target = predictor.predict_magnitude(magnitude_phase(x * gain, n_fft=2048, hop=1024)[0].T.copy()).T
+
+    def inconsistency(y):
+        return np.linalg.norm(magnitude_phase(y, n_fft=2048, hop=1024)[0] - target) / np.linalg.norm(target)
+
+    assert inconsistency(y_gl) < inconsistency(y_raw)
+
+
+def test_serve_predict_magnitude_and_audio(predictor):
+    x = noise(20000)
+    mag = magnitude_phase(x, n_fft=2048, hop=1024)[0].T.copy()
+    np.testing.assert_array_equal(serve_predict(predictor, mag), predictor.predict_magnitude(mag))
+    y = serve_predict(predictor, x[None, :], {"input": "audio", "sr": 44100})
+    np.testing.assert_allclose(y[0], stemdae.process(x, 44100, model=predictor), atol=1e-7)
+    with pytest.raises(ConfigError, match="params.input"):
+        serve_predict(predictor, mag, {"input": "video"})
+
+
+@pytest.mark.parametrize("audio,match", [
+    (np.zeros(0, np.float32), "expected audio of shape"),
+    (np.array([0.1, np.nan, 0.2], np.float32), "1 NaN/Inf"),
+    (np.zeros((1000, 2), np.float32), "transposed"),
+    (np.zeros((2, 3, 4), np.float32), "expected audio of shape"),
+])
+def test_bad_audio(predictor, audio, match):
+    with pytest.raises(AudioError, match=match):
+        stemdae.process(audio, 44100, model=predictor)
+
+
+def test_bad_group_model_phase(model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown group 'drums'"):
+        stemdae.process(noise(5000), 44100, group="drums", model=str(model_dir))
+    with pytest.raises(ModelError, match="no model here"):
+        stemdae.process(noise(5000), 44100, model=str(tmp_path / "nothing"))
+    with pytest.raises(ConfigError, match="phase"):
+        stemdae.process(noise(5000), 44100, model=str(model_dir), phase="zero")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.pt").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not a readable model file"):
+        stemdae.process(noise(5000), 44100, model=str(tmp_path / "broken"))
+
+
+def test_model_of_other_stft_is_rejected(tmp_path):
+    pred = load_model(str(make_model(tmp_path / "small", n_fft=256, hop=64)))
+    st = settings_for(pred, Params())
+    assert (st.n_fft, st.hop) == (256, 64)  # the model's own STFT wins over params
+    assert stemdae.process(noise(3000), 16000, model=pred).shape == (3000,)
+
+
+# ----------------------------------------------------------------- files
+
+
+def test_file_in_blocks_equals_one_go(predictor, tmp_path):
+    sr, n = 48000, 48000 * 5 + 123
+    path = tmp_path / "in.wav"
+    sf.write(path, noise(n, channels=2).T, sr, subtype="FLOAT")
+    one = Settings(**{**settings_for(predictor, Params()).__dict__, "block_frames": 100_000})
+    blocks = Settings(**{**one.__dict__, "block_frames": 5})
+    process_file(path, tmp_path / "one.wav", predictor=predictor, st=one, read_block=10**7)
+    process_file(path, tmp_path / "blocks.wav", predictor=predictor, st=blocks, read_block=4099)
+    y1, sr1 = sf.read(tmp_path / "one.wav", dtype="float32")
+    y2, sr2 = sf.read(tmp_path / "blocks.wav", dtype="float32")
+    assert sr1 == sr2 == sr and y1.shape == y2.shape == (n,)
+    assert np.abs(y1).max() > 1e-4
+    np.testing.assert_allclose(y2, y1, atol=1e-6 * np.abs(y1).max())
+    # and equal to the in-memory API on the same samples
+    x, _ = sf.read(path, dtype="float32", always_2d=True)
+    np.testing.assert_allclose(stemdae.process(x.T, sr, model=predictor), y1, atol=1e-6 * np.abs(y1).max())
+
+
+def _write_inputs(folder: Path) -> dict[str, Path]:
+    folder.mkdir()
+    (folder / "sub").mkdir()
+    files = {
+        "stereo": folder / "a.wav",
+        "flac": folder / "sub" / "b.flac",
+        "nan": folder / "nan.wav",
+        "bad": folder / "bad.wav",
+        "empty": folder / "empty.wav",
+    }
+    sf.write(files["stereo"], noise(48000 * 2, channels=2).T, 48000)
+    sf.write(files["flac"], noise(22050), 22050)
+    x = noise(44100)
+    x[5000] = np.nan
+    sf.write(files["nan"], x, 44100, subtype="FLOAT")
+    files["bad"].write_bytes(b"RIFF but not really audio" * 8)
+    sf.write(files["empty"], np.zeros((0, 1)), 44100)
+    return files
+
+
+def test_batch_parallel_with_failures(model_dir, tmp_path):
+    files = _write_inputs(tmp_path / "in")
+    report = process_files([tmp_path / "in", tmp_path / "missing.wav"], group="vocal", params=Params(),
+                           paths=Paths(tmp_path), model=str(model_dir), out=tmp_path / "out", jobs=2)
+    assert report.exit_code == 1
+    assert report.counts["processed"] == 2 and report.counts["failed"] == 4
+    reasons = {Path(s.file).name: s.reason for s in report.skips}
+    assert "NaN" in reasons["nan.wav"] and "empty" in reasons["empty.wav"]
+    assert "cannot read audio" in reasons["bad.wav"] and "not found" in reasons["missing.wav"]
+    assert all("\n" not in line for line in report.text().splitlines()[1:])
+    out_a, out_b = tmp_path / "out" / "a.vocal.wav", tmp_path / "out" / "sub" / "b.vocal.wav"
+    assert sf.info(out_a).samplerate == 48000 and sf.info(out_a).frames == 96000
+    assert sf.info(out_b).samplerate == 22050 and sf.info(out_b).frames == 22050
+    assert not list((tmp_path / "out").rglob(".*tmp*"))  # no half-written files left
+    assert files["stereo"].exists()
+
+
+def test_batch_glob_single_output_and_unwritable(model_dir, tmp_path):
+    _write_inputs(tmp_path / "in")
+    report = process_files([tmp_path / "in" / "*.wav"], group="vocal", params=Params(), paths=Paths(tmp_path),
+                           model=str(model_dir), out=None, jobs=1)
+    assert (tmp_path / "in" / "a.vocal.wav").is_file()  # beside the input by default
+    assert report.counts["processed"] == 1
+    again = process_files([tmp_path / "in"], group="vocal", params=Params(), paths=Paths(tmp_path),
+                          model=str(model_dir), out=None, jobs=1)
+    assert again.counts["processed"] == 2  # a.wav and sub/b.flac, not the earlier output a.vocal.wav
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    bad = process_files([tmp_path / "in" / "a.wav"], group="vocal", params=Params(), paths=Paths(tmp_path),
+                        model=str(model_dir), out=tmp_path / "blocker" / "x.wav", jobs=1)
+    assert bad.exit_code == 1 and "cannot write the output" in bad.skips[0].reason
+    one = process_files([tmp_path / "in" / "a.wav"], group="vocal", params=Params(), paths=Paths(tmp_path),
+                        model=str(model_dir), out=tmp_path / "named.wav", jobs=1)
+    assert one.exit_code == 0 and (tmp_path / "named.wav").is_file()
+
+
+def test_plan_outputs_avoids_collisions(tmp_path):
+    files = [(tmp_path / "x" / "a.wav", Path("a.wav")), (tmp_path / "y" / "a.wav", Path("a.wav"))]
+    jobs = plan_outputs(files, tmp_path / "out", group="bass")
+    assert [j.out.name for j in jobs] == ["a.bass.wav", "a-2.bass.wav"]
+
+
+def test_cli_one_line_errors(model_dir, tmp_path, capsys):
+    from stemdae.cli import main
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    x = tmp_path / "x.wav"
+    sf.write(x, noise(8000), 16000)
+    rc = main(["--params", str(params), "--root", str(tmp_path), "process", str(x), "--group", "drums",
+               "--model", str(model_dir)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "unknown group 'drums'" in err
+    rc = main(["-q", "--params", str(params), "--root", str(tmp_path), "process", str(x), "--group", "vocal",
+               "--model", str(model_dir), "-o", str(tmp_path / "y.wav"), "--restore-loudness"])
+    assert rc == 0 and sf.info(tmp_path / "y.wav").frames == 8000
