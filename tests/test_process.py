@@ -27,7 +27,7 @@ from stemdae.process import (
     serve_predict,
     settings_for,
 )
-from stemdae.stream import FrameProcessor, LoudnessMeter
+from stemdae.stream import FrameProcessor, LoudnessMeter, with_raw_phase
 
 
 def make_model(path: Path, *, hidden=(32,), n_fft=2048, hop=1024, sr=44100, group="vocal") -> Path:
@@ -84,6 +84,25 @@ def test_streaming_loudness_equals_pyloudnorm(sr, duration_s):
     assert m.peak == pytest.approx(np.abs(x).max())
 
 
+def test_gain_mirrors_training_normalisation():
+    from stemdae.dsp.loudness import normalize_loudness
+    from stemdae.process import input_gain_db
+
+    sr = 44100
+    x = noise(sr * 4, amp=0.001)
+    x[: sr * 2] *= 0.003  # near the -70 LUFS gate: the refinement matters
+    st = settings_for(None, Params())
+    m = LoudnessMeter(sr)
+    m.update(x)
+    _, gain_db, _ = normalize_loudness(x, sr, target_lufs=st.target_lufs, peak_ceiling_dbfs=st.peak_ceiling_dbfs)
+    assert input_gain_db(m.lufs(), m.peak, st, m) == pytest.approx(gain_db, abs=1e-4)
+    loud = 0.9 * np.sign(noise(sr * 2)) * (np.arange(sr * 2) % 441 == 0)  # sparse clicks: the peak guard
+    m = LoudnessMeter(sr)
+    m.update(loud)
+    _, gain_db, limited = normalize_loudness(loud, sr, target_lufs=st.target_lufs)
+    assert limited and input_gain_db(m.lufs(), m.peak, st, m) == pytest.approx(gain_db, abs=1e-4)
+
+
 def test_streaming_loudness_short_and_silent():
     sr = 44100
     m = LoudnessMeter(sr)
@@ -101,14 +120,15 @@ def test_frame_processor_equals_whole_signal_stft(n_fft, hop, n, chunk, block_fr
     x = noise(n, seed=n)
     mag, phase = magnitude_phase(x, n_fft=n_fft, hop=hop)
     ref = istft(np.sqrt(mag) * 0.3, phase, n_fft=n_fft, hop=hop, length=n)
-    fp = FrameProcessor(lambda m, p: np.sqrt(m) * 0.3 * p, n_fft=n_fft, hop=hop, block_frames=block_frames)
+    fp = FrameProcessor(lambda m, spec: with_raw_phase(np.sqrt(m) * 0.3, m, spec), n_fft=n_fft, hop=hop,
+                        block_frames=block_frames)
     y = np.concatenate([*(fp.push(x[i:i + chunk]) for i in range(0, n, chunk)), fp.finish()])
     assert y.shape == (n,)
     np.testing.assert_allclose(y, ref, atol=2e-6 * max(1.0, np.abs(ref).max()))
 
 
 def test_frame_processor_state_stays_bounded():
-    fp = FrameProcessor(lambda m, p: m * p, n_fft=2048, hop=1024, block_frames=16)
+    fp = FrameProcessor(lambda m, spec: spec, n_fft=2048, hop=1024, block_frames=16)
     x = noise(44100)
     held = []
     for _ in range(40):  # 40 s of audio through a 16-frame block
@@ -186,6 +206,7 @@ def test_serve_predict_magnitude_and_audio(predictor):
     (np.zeros(0, np.float32), "expected audio of shape"),
     (np.array([0.1, np.nan, 0.2], np.float32), "1 NaN/Inf"),
     (np.zeros((1000, 2), np.float32), "transposed"),
+    (np.zeros((2, 100), np.complex64), "dtype complex64"),
     (np.zeros((2, 3, 4), np.float32), "expected audio of shape"),
 ])
 def test_bad_audio(predictor, audio, match):
@@ -268,6 +289,11 @@ def test_batch_parallel_with_failures(model_dir, tmp_path):
     assert sf.info(out_a).samplerate == 48000 and sf.info(out_a).frames == 96000
     assert sf.info(out_b).samplerate == 22050 and sf.info(out_b).frames == 22050
     assert not list((tmp_path / "out").rglob(".*tmp*"))  # no half-written files left
+    wide = tmp_path / "wide.wav"  # more channels than the corpus reader allows
+    sf.write(wide, noise(3000, channels=10).T, 16000)
+    assert process_files([wide], group="vocal", params=Params(), paths=Paths(tmp_path), model=str(model_dir),
+                         out=tmp_path / "wide-out.wav", jobs=1).exit_code == 0
+    assert sf.info(tmp_path / "wide-out.wav").frames == 3000
     assert files["stereo"].exists()
 
 

@@ -69,7 +69,7 @@ def new_project(dest: Path, env: dict[str, str], files: dict[str, str] | None = 
         listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
                                 capture_output=True, text=True, check=True).stdout.split("\0")
         for rel in filter(None, listed):
-            if rel.startswith(NOT_COPIED) or not (REPO / rel).is_file():
+            if any(rel == x or rel.startswith(x + "/") for x in NOT_COPIED) or not (REPO / rel).is_file():
                 continue
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dest / rel)
@@ -263,7 +263,7 @@ TINY = {
     "evaluation.mrstft_ffts": [256, 512],
     "tracking.log_audio": False,
 }
-SONGS, SECONDS = 5, 4.0
+SONGS, SECONDS = 5, 12.0  # synth.MIN_SECONDS is 12
 
 
 def write_tiny_params(root: Path) -> None:

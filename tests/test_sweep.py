@@ -119,13 +119,6 @@ def test_sqlite_sweep_runs_the_budget_and_reports(sqlite_sweep):
     assert not any((root / "work/sweeps/scratch").glob("*")) and not (root / "models").exists()
 
 
-def test_second_run_on_a_finished_study_runs_no_trial(sqlite_sweep):
-    root, _ = sqlite_sweep
-    proc = run_cli(root, "--group", "bass", "--trials", "4")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "this_worker=0" in proc.stdout and "trials=4" in proc.stdout
-
-
 def test_every_trial_is_an_mlflow_child_run_of_the_sweep_run(sqlite_sweep):
     import mlflow
 
@@ -242,8 +235,7 @@ def test_budget_is_shared_across_processes_on_sqlite(tmp_path):
     code = (
         "import sys; from stemdae.config import SweepParams; from stemdae.sweep import *\n"
         f"s, _ = open_study(open_storage({url!r}, SweepParams()), 'race', SweepParams(), None)\n"
-        "while reserve_trial(s, 5, " + repr(url) + "):\n"
-        "    s.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=1)\n"
+        "run_trials(s, lambda t: t.suggest_float('x', 0, 1), 5, " + repr(url) + ")\n"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code], env=worker_env()) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]

@@ -23,6 +23,8 @@ def _setup_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("numba", "matplotlib", "urllib3", "alembic", "git", "fsspec", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if verbosity <= 0:  # Lightning's banners ("GPU available: ...") are noise in stage logs
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 
 def _params(args: argparse.Namespace):
@@ -204,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo-corpus", help="synthesise the embedded demo corpus in the MedleyDB layout")
     s.add_argument("out_dir")
-    s.add_argument("--songs", type=int, default=12)
-    s.add_argument("--seconds", type=float, default=30.0)
+    s.add_argument("--songs", type=int, default=8, help="number of songs (paper size: about 100)")
+    s.add_argument("--seconds", type=float, default=20.0, help="length of each song in seconds")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_demo_corpus)
 

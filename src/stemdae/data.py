@@ -91,12 +91,17 @@ class EpochBatchSampler:
         self.rows, self.batch_size, self.shuffle, self.seed = np.asarray(rows, np.int64), int(batch_size), shuffle, seed
         self.frames_per_epoch, self.rank, self.world_size = frames_per_epoch, rank, world_size
         self.epoch, self.phase = 0, 0
+        # Under a Trainer the epoch is read from it when iteration starts: a
+        # resumed fit does not always call set_epoch before its first epoch.
+        self.epoch_source: Any = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def _order(self) -> np.ndarray:
         n = len(self.rows)
+        if self.epoch_source is not None:
+            self.epoch = int(self.epoch_source.current_epoch)
         if not self.shuffle:
             order = np.arange(n)
         else:
@@ -226,6 +231,7 @@ class GroupDataModule(pl.LightningDataModule):
         sampler = EpochBatchSampler(self.train_rows, batch_size=t.batch_size, shuffle=True, seed=t.seed,
                                     frames_per_epoch=t.frames_per_epoch, rank=rank, world_size=world)
         sampler.phase = self.phase
+        sampler.epoch_source = getattr(self, "trainer", None)
         return self._loader(sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -24,8 +24,8 @@ from stemdae.errors import StemdaeError
 
 log = logging.getLogger(__name__)
 
-DEMO_SONGS = 12
-DEMO_SECONDS = 30.0
+DEMO_SONGS = 8
+DEMO_SECONDS = 20.0
 
 
 def has_corpus(root: Path) -> bool:

@@ -56,12 +56,19 @@ class RetrainSummary(Summary):
         if not self.changed:
             lines.append("Nothing changed (`dvc status` is clean): no retraining.")
         else:
-            lines.append(f"Changed: {', '.join(f'`{k}`' for k in sorted(self.changed))}")
+            lines.append(f"Changed: {', '.join(f'`{k}`' for k in sorted(self.changed))} "
+                         "(per `dvc status`; `dvc repro` also reran what depends on them)")
         lines += [f"- {n}" for n in self.notes]
         if self.counts.get("repro"):
             base = self.counts.get("base", "HEAD")
             lines += ["", f"### Metrics diff (vs `{base}`)", ""]
-            lines.append(self.metrics_diff.strip() or "No metric changed.")
+            diff = self.metrics_diff.strip()
+            if not diff:
+                lines.append("No metric changed.")
+            else:
+                # Collapsed: a full diff has hundreds of rows (GitHub renders tables inside <details>).
+                n = max(len(diff.splitlines()) - 2, 0)
+                lines += ["<details>", f"<summary>{n} metric(s) changed</summary>", "", diff, "", "</details>"]
             lines += ["", "### Model versions", ""]
             if self.models:
                 lines.append("| group | registered model | version | run | model URI |")

@@ -33,7 +33,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["FrameProcessor", "LoudnessMeter", "Resampler", "griffin_lim_frames", "k_weighting_sos"]
+__all__ = ["FrameProcessor", "LoudnessMeter", "Resampler", "griffin_lim_frames", "k_weighting_sos", "unit_phasor",
+           "with_raw_phase"]
 
 _T_G = 0.4  # BS.1770 gating block, s
 _STEP = 0.25  # 75 % overlap
@@ -121,8 +122,12 @@ class LoudnessMeter:
         self._energy += float(cum[-1])
         self.n = n1
 
-    def lufs(self) -> float:
-        """Integrated loudness of everything fed so far, LUFS (``-inf``: silence or nothing)."""
+    def lufs(self, *, gain_db: float = 0.0) -> float:
+        """Integrated loudness of everything fed so far, LUFS (``-inf``: silence or nothing).
+
+        ``gain_db``: the loudness the signal would have after that gain, from the
+        same block energies (the -70 LUFS absolute gate may admit or drop blocks).
+        """
         if self.n == 0:
             return -math.inf
         if self.n < _T_G * self.sr:
@@ -132,6 +137,7 @@ class LoudnessMeter:
             lo = np.array([self._lower[j] if j < len(self._lower) else self._energy for j in range(n_blocks)])
             hi = np.array([self._upper[j] if j < len(self._upper) else self._energy for j in range(n_blocks)])
             z = np.maximum(hi - lo, 0.0) / (_T_G * self.sr)
+        z = z * 10.0 ** (gain_db / 10.0)
         with np.errstate(divide="ignore"):
             loud = -0.691 + 10.0 * np.log10(z)
             gated = z[loud >= _ABS_GATE]
@@ -219,8 +225,26 @@ def griffin_lim_frames(mag: np.ndarray, phasor: np.ndarray, *, window: np.ndarra
     return angles
 
 
-#: transform(mag (frames, bins) float32, phasor (frames, bins) complex64) -> output spectrum, complex.
+#: transform(mag (frames, bins) float32, spec (frames, bins) complex64) -> output spectrum, complex.
 Transform = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def with_raw_phase(out_mag: np.ndarray, mag: np.ndarray, spec: np.ndarray) -> np.ndarray:
+    """``out_mag * exp(i * angle(spec))``: new magnitudes on the input's phase (phase 0 where ``mag == 0``).
+
+    Computed as ``spec * (out_mag / mag)``, one pass instead of angle/exp.
+    """
+    ratio = np.divide(out_mag, mag, out=np.zeros_like(out_mag), where=mag > 0)
+    out = spec * ratio
+    zero = mag <= 0
+    if zero.any():
+        out[zero] = out_mag[zero]
+    return out
+
+
+def unit_phasor(mag: np.ndarray, spec: np.ndarray) -> np.ndarray:
+    """``exp(i * angle(spec))`` (1 where ``mag == 0``), complex64."""
+    return with_raw_phase(np.ones_like(mag), mag, spec).astype(np.complex64, copy=False)
 
 
 class FrameProcessor:
@@ -229,7 +253,7 @@ class FrameProcessor:
     Parameters
     ----------
     transform
-        Maps a run of consecutive frames' magnitudes and raw unit phasors to
+        Maps a run of consecutive frames' magnitudes and complex spectra to
         the output spectrum ``(frames, bins)``; called with at most
         ``block_frames`` frames (fewer at the end).
     n_fft, hop
@@ -251,14 +275,14 @@ class FrameProcessor:
         self.half = n_fft // 2
         n = np.arange(n_fft)
         self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)).astype(np.float32)  # periodic Hann
-        self._w64 = self.window.astype(np.float64)
+        self._wss: dict[int, np.ndarray] = {}  # overlap-added squared window per frame count
         self._head: list[np.ndarray] = []  # samples before the left padding can be built
         self._n_head = 0
         self._buf: np.ndarray | None = None  # padded signal from padded index _buf_start
         self._buf_start = 0
         self._next_frame = 0
-        self._acc = np.zeros(0)  # overlap-add state from padded index _acc_start
-        self._wacc = np.zeros(0)
+        self._acc = np.zeros(0, np.float32)  # overlap-add state from padded index _acc_start
+        self._wacc = np.zeros(0, np.float32)
         self._acc_start = 0
         self._n_in = 0
         self._n_out = 0
@@ -322,10 +346,12 @@ class FrameProcessor:
         view = np.lib.stride_tricks.sliding_window_view(seg, self.n_fft)[:: self.hop]
         spec = scipy.fft.rfft(view * self.window, axis=-1)  # (count, bins) complex64
         mag = np.abs(spec)
-        phasor = np.where(mag > 0, spec / np.where(mag > 0, mag, 1), 1).astype(np.complex64)
-        out_spec = self.transform(mag, phasor)
-        frames = scipy.fft.irfft(np.asarray(out_spec, dtype=np.complex128), n=self.n_fft, axis=-1) * self._w64
-        self._add(t0 * self.hop, _ola(frames, self.hop), _ola(np.broadcast_to(self._w64**2, frames.shape), self.hop))
+        out_spec = np.asarray(self.transform(mag, spec), dtype=np.complex64)
+        frames = scipy.fft.irfft(out_spec, n=self.n_fft, axis=-1)
+        frames *= self.window
+        if count not in self._wss:
+            self._wss[count] = _ola(np.broadcast_to(self.window**2, (count, self.n_fft)), self.hop)
+        self._add(t0 * self.hop, _ola(frames, self.hop), self._wss[count])
         self._next_frame = t0 + count
         # Input before the next frame's start is no longer needed, except the last
         # n_fft / 2 + 1 samples, which the reflect padding at the end reads.
@@ -339,8 +365,8 @@ class FrameProcessor:
         end = start + y.size
         acc_end = self._acc_start + self._acc.size
         if end > acc_end:
-            self._acc = np.concatenate([self._acc, np.zeros(end - acc_end)])
-            self._wacc = np.concatenate([self._wacc, np.zeros(end - acc_end)])
+            self._acc = np.concatenate([self._acc, np.zeros(end - acc_end, np.float32)])
+            self._wacc = np.concatenate([self._wacc, np.zeros(end - acc_end, np.float32)])
         i = start - self._acc_start
         self._acc[i: i + y.size] += y
         self._wacc[i: i + w.size] += w
@@ -349,16 +375,16 @@ class FrameProcessor:
         """Normalise and return final samples (padded index < ``upto``; all of them when None)."""
         if upto is None:  # the end: samples no frame covers (hop > n_fft / 2) are 0, as in istft
             upto = self.half + self._n_in
-            self._add(upto, np.zeros(0), np.zeros(0))
+            self._add(upto, np.zeros(0, np.float32), np.zeros(0, np.float32))
         k = min(upto, self._acc_start + self._acc.size) - self._acc_start
         y, w = self._acc[:k], self._wacc[:k]
         self._acc, self._wacc = self._acc[k:], self._wacc[k:]
         start = self._acc_start
         self._acc_start += k
-        y = np.where(w > np.finfo(np.float64).tiny, y / np.where(w > 0, w, 1), y)
+        y = np.divide(y, w, out=y.copy(), where=w > np.finfo(np.float32).tiny)
         # Drop the left padding and anything past the signal's end.
         lo = max(self.half - start, 0)
         hi = min(k, self.half + self._n_in - start)
-        out = y[lo:hi].astype(np.float32) if hi > lo else np.zeros(0, np.float32)
+        out = y[lo:hi] if hi > lo else np.zeros(0, np.float32)
         self._n_out += out.size
         return out

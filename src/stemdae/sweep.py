@@ -110,10 +110,12 @@ def open_storage(url: str, sweep: SweepParams) -> optuna.storages.RDBStorage:
         if not Path(parsed.database).parent.is_dir():
             raise TrackingError(f"Optuna storage {masked}: folder {Path(parsed.database).parent} does not exist")
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=_engine_kwargs(url),
-            heartbeat_interval=sweep.heartbeat_s, grace_period=sweep.grace_s,
-        )
+        # Workers starting together on a fresh database would race to create the schema.
+        with budget_lock(url, "optuna-schema"):
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=sweep.heartbeat_s, grace_period=sweep.grace_s,
+            )
     except (sa.exc.SQLAlchemyError, ImportError, ModuleNotFoundError, OSError, RuntimeError, ValueError) as err:
         raise TrackingError(f"Optuna storage {masked} is unreachable: {_reason(err, parsed.password)}") from None
 
@@ -169,17 +171,43 @@ def budget_lock(url: str, study_name: str) -> Iterator[None]:
         engine.dispose()
 
 
-def reserve_trial(study: optuna.Study, n_trials: int, url: str) -> bool:
-    """Enqueue one trial if the study's budget allows it; False when the budget is spent."""
-    with budget_lock(url, study.study_name):
+def _reserve(study: optuna.Study, n_trials: int) -> bool:
+    """Enqueue one trial if the budget allows it (call under :func:`budget_lock`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-        trials = study.get_trials(deepcopy=False)
-        used = sum(t.state in BUDGET_STATES for t in trials)
-        if used >= n_trials:
-            return False
-        baseline = study.user_attrs.get(BASELINE_ATTR) if not trials else None
-        study.enqueue_trial(baseline or {}, user_attrs={BASELINE_ATTR: True} if baseline else None)
-        return True
+    trials = study.get_trials(deepcopy=False)
+    used = sum(t.state in BUDGET_STATES for t in trials)
+    if used >= n_trials:
+        return False
+    baseline = study.user_attrs.get(BASELINE_ATTR) if not trials else None
+    study.enqueue_trial(baseline or {}, user_attrs={BASELINE_ATTR: True} if baseline else None)
+    return True
+
+
+def run_trials(study: optuna.Study, objective: Any, n_trials: int, url: str,
+               catch: tuple[type[Exception], ...] = ()) -> int:
+    """Run trials until the study holds ``n_trials``; returns how many this worker ran.
+
+    The lock is held from the budget check through Optuna popping the waiting
+    trial (released as the objective starts): SQLite has no row locks, so two
+    workers must never pop at the same time.
+    """
+    ran = 0
+    while True:
+        with contextlib.ExitStack() as held:
+            held.enter_context(budget_lock(url, study.study_name))
+            if not _reserve(study, n_trials):
+                return ran
+
+            def locked_objective(trial: optuna.Trial) -> float:
+                held.close()  # the trial is RUNNING now: let other workers reserve
+                return objective(trial)
+
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                study.optimize(locked_objective, n_trials=1, catch=catch, gc_after_trial=True)
+            ran += 1
 
 
 # ------------------------------------------------------------------ study and search space
@@ -454,12 +482,7 @@ def run_sweep(params: Params, paths: Paths, *, group: str, n_trials: int | None 
     if run_id and created:
         study.set_user_attr(RUN_ATTR, run_id)
     objective = Objective(params, group, paths, sweep_run_id=run_id, scratch=paths.work / "sweeps" / "scratch")
-    ran = 0
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        while reserve_trial(study, budget, url):
-            study.optimize(objective, n_trials=1, catch=(RuntimeError, MemoryError), gc_after_trial=True)
-            ran += 1
+    ran = run_trials(study, objective, budget, url, catch=(RuntimeError, MemoryError))
     trials = study.get_trials(deepcopy=False)
     states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     summary.counts.update({"group": group, "study": name, "this_worker": ran, "trials": len(trials),
@@ -508,9 +531,11 @@ def _sweep_run(params: Params, paths: Paths, group: str, name: str, url: str) ->
     from stemdae import tracking
 
     try:
-        tracking.configure(params.tracking, paths.root)
-        return tracking.sweep_run(params.tracking, paths.root, key=f"{mask_url(url)}#{name}", group=group,
-                                  study_name=name, storage=mask_url(url))
+        # Serialised over the workers: a fresh MLflow database is migrated once, and one sweep run is made.
+        with budget_lock(url, "mlflow-setup"):
+            tracking.configure(params.tracking, paths.root)
+            return tracking.sweep_run(params.tracking, paths.root, key=f"{mask_url(url)}#{name}", group=group,
+                                      study_name=name, storage=mask_url(url))
     except TrackingError:
         raise
     except Exception as err:

@@ -12,8 +12,8 @@ Resume: every epoch writes ``<checkpoints>/<phase>/last.ckpt``; a finished
 phase writes ``final.ckpt``. A re-run with the same parameters and data (the
 checkpoint folder is keyed by their fingerprint) skips finished phases and
 resumes the interrupted one from ``last.ckpt``. Batch order depends only on
-``(seed, phase, epoch)`` and the torch RNG (dropout) is re-seeded at every
-epoch start from the same triple (+ rank), so a resumed run reaches exactly
+``(seed, phase, epoch)`` and the torch RNG (dropout) is re-seeded before every
+batch from ``(seed, phase, epoch, batch, rank)``, so a resumed run reaches exactly
 the metrics of an uninterrupted one. Checkpoints live in
 ``work/checkpoints/<group>/<fingerprint>/`` (not under ``models/``: DVC
 deletes a stage's outputs before running it) and are removed on success.
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
@@ -82,8 +82,8 @@ def plan_phases(model: ModelParams, training: TrainingParams, *, max_epochs_over
     return phases
 
 
-def _epoch_seed(seed: int, phase: int, epoch: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, phase, epoch, rank]).generate_state(1)[0])
+def _batch_seed(seed: int, phase: int, epoch: int, batch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, phase, epoch, batch, rank]).generate_state(1)[0])
 
 
 class DAEModule(pl.LightningModule):
@@ -145,8 +145,13 @@ class DAEModule(pl.LightningModule):
     def on_train_start(self) -> None:
         self._flush()
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout draws from the global torch RNG, which Lightning and the
+        # DataLoader also consume (differently on a resumed run): re-seed it
+        # per batch from (seed, phase, epoch, batch, rank).
+        torch.manual_seed(_batch_seed(self.tp.seed, self.phase.index, self.current_epoch, batch_idx, self.global_rank))
+
     def on_train_epoch_start(self) -> None:
-        torch.manual_seed(_epoch_seed(self.tp.seed, self.phase.index, self.current_epoch, self.global_rank))
         self._train.zero_()
         self._t0 = time.perf_counter()
 
@@ -240,6 +245,24 @@ def _fingerprint(model: ModelParams, training: TrainingParams, cache_dir: Path, 
     return hashlib.sha1(blob.encode() + hashlib.sha1(index).digest()).hexdigest()[:12]
 
 
+class LastCheckpoint(Checkpoint):
+    """Write ``last.ckpt`` at the end of every training epoch, atomically (tmp file + rename).
+
+    A ``Checkpoint`` subclass, so Lightning calls it after the module's own
+    ``on_train_epoch_end`` (the epoch's history record is then in the file).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            tmp.replace(self.path)
+        trainer.strategy.barrier("stemdae-last-ckpt")
+
+
 def _run_phase(module: DAEModule, dm: GroupDataModule, phase: Phase, ckpt_dir: Path, t: TrainingParams,
                callbacks: Sequence[pl.Callback], progress: bool) -> None:
     pdir = ckpt_dir / phase.name
@@ -253,9 +276,7 @@ def _run_phase(module: DAEModule, dm: GroupDataModule, phase: Phase, ckpt_dir: P
         log.info("%s: finished earlier, loaded %s", phase.name, final)
         return
     last = pdir / "last.ckpt"
-    ckpt_cb = ModelCheckpoint(dirpath=pdir, save_last=True, save_top_k=0, every_n_epochs=1,
-                              save_on_train_epoch_end=True, enable_version_counter=False)
-    trainer = pl.Trainer(max_epochs=phase.epochs, callbacks=[*callbacks, ckpt_cb], default_root_dir=pdir,
+    trainer = pl.Trainer(max_epochs=phase.epochs, callbacks=[*callbacks, LastCheckpoint(last)], default_root_dir=pdir,
                          **_trainer_kwargs(t, progress=progress))
     if last.is_file():
         log.info("%s: resuming from %s", phase.name, last)

@@ -157,7 +157,8 @@ def plan_song(opts: SynthOptions, i: int, taken: set[str] = frozenset()) -> Song
     if vocal == "male rapper" and rng.random() < 0.5:
         stems.append(_stem(rng, pick(["male singer", "female singer"]), "second"))
     if i % 6 == 1 or rng.random() < 0.2:
-        singers = ["female singer", "male singer", pick(["female singer", "male singer"])][: 2 + int(rng.random() < 0.4)]
+        n_singers = 2 + int(rng.random() < 0.4)
+        singers = ["female singer", "male singer", pick(["female singer", "male singer"])][:n_singers]
         stems.append({"label": "vocalists", "part": "second", "component": "",
                       "raws": [(s, "singer") for s in singers]})
     for extra, p in (("violin", 0.25), ("synthesizer", 0.3)):

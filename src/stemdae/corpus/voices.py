@@ -283,7 +283,8 @@ def render_line(notes: Notes, *, sr: int, n: int, timbre: Timbre, rng: np.random
     env *= active * vel
     if tb.tremolo_depth > 0:
         env *= 1 - np.float32(tb.tremolo_depth) * (0.5 + 0.5 * np.sin(np.float32(2 * np.pi * tb.tremolo_hz) * t))
-    r = np.clip(0.72 + 0.25 * vel, 0.5, 1.0) * (tb.bright_floor + (1 - tb.bright_floor) * np.exp(-tso / tb.bright_tau_s))
+    decay = np.exp(-tso / np.float32(tb.bright_tau_s))
+    r = np.clip(0.72 + 0.25 * vel, 0.5, 1.0) * (tb.bright_floor + (1 - tb.bright_floor) * decay)
     k = np.arange(1, tb.n_harm + 1)
     amps = table if table is not None else (k ** -tb.slope * np.where(k % 2 == 0, tb.even, 1.0))[None, :]
     live = np.flatnonzero(env > 1e-6 * float(env.max(initial=0.0)))  # skip silence between notes
