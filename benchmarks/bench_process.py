@@ -6,7 +6,8 @@
 2. Real-time factor: ``--repeats`` runs of the real command
    ``python -m stemdae.cli process song.wav --group vocal --model DIR -o out.wav``
    in fresh processes, wall time from spawn to exit (interpreter start,
-   imports, model load, both passes, write) divided by the audio's duration;
+   imports, model load, both passes, write) divided by the audio's duration
+   (and the child's CPU time, less sensitive to other load on the machine);
    plus the same with ``--restore-loudness``, and ``python -c "import
    stemdae.process, stemdae.predictor"`` alone (the start-up share).
 3. One in-process breakdown: imports, model load, pass 1 (loudness), pass 2.
@@ -63,8 +64,8 @@ def paper_model(folder: Path) -> Path:
     return folder
 
 
-def run_child(argv: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS in bytes (``ru_maxrss``) and stderr tail of one child process."""
+def run_child(argv: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS in bytes (``ru_maxrss``) and CPU seconds (user + system) of one child."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err = proc.stderr.read().decode(errors="replace")  # drain first: a full pipe would block the child
@@ -73,7 +74,7 @@ def run_child(argv: list[str]) -> tuple[float, int, str]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv} failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss * 1024, err[-500:]
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def process_argv(song: Path, model: Path, out: Path, *extra: str) -> list[str]:
@@ -98,7 +99,7 @@ for c in src():
 t3 = time.perf_counter()
 P.process_file({str(song)!r}, {str(out)!r}, predictor=pred, st=st)
 t4 = time.perf_counter()
-print(json.dumps({{"imports_s": t1 - t0, "model_load_s": t2 - t1, "pass1_read_loudness_s": t3 - t2,
+print(json.dumps({{"import_stemdae_process_s": t1 - t0, "import_torch_and_load_model_s": t2 - t1, "pass1_read_loudness_s": t3 - t2,
                   "process_file_s (both passes + write)": t4 - t3}}))
 """
     out_json = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -121,7 +122,8 @@ def main() -> None:
         duration = write_song(song, args.minutes)
         out = tmp / "out.wav"
         run_child(process_argv(song, model, out))  # warm the page cache and any compiled caches
-        walls = [run_child(process_argv(song, model, out))[0] for _ in range(args.repeats)]
+        runs = [run_child(process_argv(song, model, out)) for _ in range(args.repeats)]
+        walls, cpus = [r[0] for r in runs], [r[2] for r in runs]
         walls_rl = [run_child(process_argv(song, model, out, "--restore-loudness"))[0]
                     for _ in range(max(args.repeats // 2, 1))]
         imports = [run_child([sys.executable, "-c", "import stemdae.process, stemdae.predictor"])[0]
@@ -130,6 +132,7 @@ def main() -> None:
             "song": f"{args.minutes:g} min stereo {SR} Hz 16-bit WAV",
             "wall_s_median": statistics.median(walls), "wall_s_all": [round(w, 3) for w in walls],
             "rtf_median": statistics.median(walls) / duration,
+            "cpu_s_median": statistics.median(cpus), "cpu_rtf_median": statistics.median(cpus) / duration,
             "rtf_restore_loudness_median": statistics.median(walls_rl) / duration,
             "startup_imports_s_median": statistics.median(imports),
             "breakdown": breakdown(song, model, out),
@@ -138,8 +141,9 @@ def main() -> None:
         for minutes in args.rss_minutes:
             path = tmp / f"long-{minutes:g}.wav"
             write_song(path, minutes, seed=1)
-            wall, peak, _ = run_child(process_argv(path, model, tmp / "long-out.wav"))
+            wall, peak, cpu = run_child(process_argv(path, model, tmp / "long-out.wav"))
             rss[f"{minutes:g} min"] = {"peak_rss_mib": round(peak / 2**20, 1), "wall_s": round(wall, 2),
+                                       "cpu_s": round(cpu, 2),
                                        "rtf": round(wall / (minutes * 60), 4)}
             path.unlink()
             (tmp / "long-out.wav").unlink()

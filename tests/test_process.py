@@ -89,13 +89,14 @@ def test_gain_mirrors_training_normalisation():
     from stemdae.process import input_gain_db
 
     sr = 44100
-    x = noise(sr * 4, amp=0.001)
-    x[: sr * 2] *= 0.003  # near the -70 LUFS gate: the refinement matters
+    # Half at about -73 LUFS (below the absolute gate before the gain, above it after), half at -66.
+    x = np.random.default_rng(5).standard_normal(sr * 4) * np.repeat([1.6e-4, 3.5e-4], sr * 2)
     st = settings_for(None, Params())
     m = LoudnessMeter(sr)
     m.update(x)
     _, gain_db, _ = normalize_loudness(x, sr, target_lufs=st.target_lufs, peak_ceiling_dbfs=st.peak_ceiling_dbfs)
     assert input_gain_db(m.lufs(), m.peak, st, m) == pytest.approx(gain_db, abs=1e-4)
+    assert abs(input_gain_db(m.lufs(), m.peak, st) - gain_db) > 0.5  # the unrefined gain would miss
     loud = 0.9 * np.sign(noise(sr * 2)) * (np.arange(sr * 2) % 441 == 0)  # sparse clicks: the peak guard
     m = LoudnessMeter(sr)
     m.update(loud)
@@ -334,3 +335,5 @@ def test_cli_one_line_errors(model_dir, tmp_path, capsys):
     rc = main(["-q", "--params", str(params), "--root", str(tmp_path), "process", str(x), "--group", "vocal",
                "--model", str(model_dir), "-o", str(tmp_path / "y.wav"), "--restore-loudness"])
     assert rc == 0 and sf.info(tmp_path / "y.wav").frames == 8000
+    y, sr = sf.read(tmp_path / "y.wav", dtype="float32")
+    assert sr == 16000 and integrated_lufs(y, sr) == pytest.approx(integrated_lufs(noise(8000), 16000), abs=0.01)

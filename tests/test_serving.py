@@ -145,9 +145,8 @@ def test_served_audio_input(registry, server):
     root, params, uri = registry
     from mlflow.models import get_model_info
 
-    if get_model_info(uri).signature.params is None:
-        pytest.skip("the registered pyfunc (tracking.StemdaePyfunc) does not take audio yet: "
-                    "see process.serve_predict")
+    sig = get_model_info(uri).signature
+    assert {p.name for p in sig.params.params} == {"input", "sr", "restore_loudness", "phase"}
     x = noise(30000, seed=3)
     status, body = _post(server, {"inputs": [x.tolist()], "params": {"input": "audio", "sr": 48000}})
     assert status == 200, body

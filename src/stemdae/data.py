@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from stemdae.config import TrainingParams
 from stemdae.errors import CacheError
-from stemdae.features import FeatureCache, open_cache
+from stemdae.features import FeatureCache, open_cache, release
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +214,10 @@ class GroupDataModule(pl.LightningDataModule):
         out = []
         for arr in (c.raw, c.stem):
             t = torch.empty(arr.shape, dtype=torch.from_numpy(np.zeros(0, arr.dtype)).dtype, device=device)
-            for start in range(0, arr.shape[0], _RESIDENT_CHUNK):
-                rows = np.arange(start, min(start + _RESIDENT_CHUNK, arr.shape[0]))
-                t[start:start + len(rows)] = torch.from_numpy(c.batch(rows)[0 if arr is c.raw else 1]).to(device)
+            for start in range(0, arr.shape[0], _RESIDENT_CHUNK):  # chunked: never the whole cache in RAM
+                stop = min(start + _RESIDENT_CHUNK, arr.shape[0])
+                t[start:stop] = torch.from_numpy(np.array(arr[start:stop])).to(device)
+                release(arr)
             out.append(t)
         log.info("data: %s resident on %s (%.1f GB)", self.cache_dir, device, need / 1e9)
         return out[0], out[1]

@@ -39,7 +39,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
+from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from stemdae.config import TrackingParams
 from stemdae.errors import ModelError, TrackingError
@@ -300,7 +300,14 @@ def write_run_info(model_dir: str | Path, info: dict[str, Any]) -> Path:
 
 
 class StemdaePyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc flavour: float32 ``(-1, n_bins)`` linear magnitudes in, the same shape out."""
+    """pyfunc flavour, two inputs chosen by the ``input`` param (see :func:`model_signature`).
+
+    - ``input="magnitude"`` (default): float32 ``(frames, n_bins)`` linear magnitudes
+      in, the predicted stem magnitudes out, same shape;
+    - ``input="audio"``: ``(channels, samples)`` at ``sr`` in, ``(1, samples)``
+      processed audio out, exactly as :func:`stemdae.process` (raw phase,
+      loudness normalised in; ``restore_loudness`` and ``phase`` params too).
+    """
 
     def load_context(self, context) -> None:
         from stemdae.predictor import read_model_file
@@ -308,13 +315,27 @@ class StemdaePyfunc(mlflow.pyfunc.PythonModel):
         self.predictor = read_model_file(context.artifacts["model_pt"])
 
     def predict(self, context, model_input, params=None):
-        x = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
-        return self.predictor.predict_magnitude(x.astype(np.float32, copy=False))
+        from stemdae.process import serve_predict
+
+        return serve_predict(self.predictor, model_input, params)
 
 
 def model_signature(n_bins: int) -> ModelSignature:
-    spec = Schema([TensorSpec(np.dtype(np.float32), (-1, n_bins))])
-    return ModelSignature(inputs=spec, outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_bins))]))
+    """A 2-D float32 tensor in and out, plus the params that pick magnitude or audio input.
+
+    The width is ``-1`` rather than ``n_bins`` because audio requests send
+    ``(channels, samples)``; magnitude requests of the wrong width are refused by
+    the model with a message naming the expected ``(frames, n_bins)``.
+    """
+    params = ParamSchema([
+        ParamSpec("input", "string", "magnitude"),
+        ParamSpec("sr", "long", 44100),
+        ParamSpec("restore_loudness", "boolean", False),
+        ParamSpec("phase", "string", "raw"),
+    ])
+    tensor = Schema([TensorSpec(np.dtype(np.float32), (-1, -1))])
+    return ModelSignature(inputs=tensor, outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
+                          params=params)
 
 
 def log_model(run_id: str, model_pt: Path, *, n_bins: int, registered_name: str | None) -> dict[str, Any]:

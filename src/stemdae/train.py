@@ -100,6 +100,7 @@ class DAEModule(pl.LightningModule):
         self.sent_upto = 0
         self._closed = -1
         self._t0 = time.perf_counter()
+        self._t_val: float | None = None
         self._train = torch.zeros(2, dtype=torch.float64)
         self._val = torch.zeros(4, dtype=torch.float64)
 
@@ -153,10 +154,13 @@ class DAEModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._train.zero_()
+        self._t_val = None
         self._t0 = time.perf_counter()
 
     def on_validation_epoch_start(self) -> None:
         self._val.zero_()
+        if self._t_val is None:  # throughput counts training steps only
+            self._t_val = time.perf_counter()
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
@@ -170,7 +174,7 @@ class DAEModule(pl.LightningModule):
             return
         self._closed = self.current_epoch
         train = self.trainer.strategy.reduce(self._train.to(self.device), reduce_op="sum").cpu()
-        elapsed = time.perf_counter() - self._t0
+        elapsed = (self._t_val or time.perf_counter()) - self._t0
         v = self._val
         nan = float("nan")
         rec = {
