@@ -60,7 +60,7 @@ def _grads_after_step(module: DAEModule, phase) -> dict[str, bool]:
     module.set_phase(phase)
     module.zero_grad(set_to_none=True)
     x = torch.rand(16, module.net.n_bins)
-    torch.nn.functional.l1_loss(module(x), module.scaler.scale_target(x)).backward()
+    torch.nn.functional.l1_loss(module(x), module.scaler.scale_target(x, x)).backward()
     return {name: p.grad is not None and bool(p.grad.abs().sum() > 0) for name, p in module.named_parameters()}
 
 
@@ -97,13 +97,20 @@ def test_no_pretraining_goes_straight_to_finetune():
     assert plan_phases(ModelParams(hidden=[8]), TrainingParams(), max_epochs_override=5)[-1].epochs == 5
 
 
-@pytest.mark.parametrize("kind", ["linear", "log", "log_standardized"])
+@pytest.mark.parametrize("kind", ["linear", "log", "log_standardized", "log_ratio"])
 def test_scaler_round_trip(kind, rng):
     mag = rng.gamma(0.5, 2.0, size=(200, 33)).astype(np.float32)
     scaler = fit_scaler(kind, mag, mag * 0.5)
     t = torch.from_numpy(mag * 0.5)
-    y = scaler.scale_target(t)
-    assert torch.allclose(scaler.inverse_target(y), t, rtol=1e-4, atol=1e-5)
+    raw = torch.from_numpy(mag)
+    y = scaler.scale_target(t, raw)
+    assert torch.allclose(scaler.inverse_target(y, raw), t, rtol=1e-4, atol=1e-5)
+    if kind == "log_ratio":  # a -6 dB gain is a constant log gain where the raw is well above eps
+        loud = mag > 1.0
+        assert torch.allclose(y[torch.from_numpy(loud)], torch.tensor(np.log(0.5), dtype=torch.float32), atol=2e-3)
+        assert torch.allclose(scaler.inverse_target(torch.zeros_like(raw), raw), raw, atol=1e-6)  # 0 = identity
+        with pytest.raises(ModelError, match="needs the raw input"):
+            scaler.scale_target(t)
     if kind == "log_standardized":
         assert abs(float(y.mean())) < 1e-3 and abs(float(y.std()) - 1) < 0.05
     clone = Scaler.from_dict(scaler.to_dict())

@@ -6,8 +6,9 @@ output non-linearity chosen for the scaling of the targets:
 
 - ``linear`` and ``log`` targets are non-negative magnitudes (or ``log1p`` of
   them), so the output is ``ReLU`` like every other layer of the paper's net;
-- ``log_standardized`` targets are zero-mean per bin (negative values are
-  common), so the output is the identity.
+- ``log_standardized`` targets are zero-mean per bin and ``log_ratio`` targets
+  are log gains (negative values are common in both), so the output is the
+  identity.
 
 Greedy layer-wise training (Bengio et al. 2007, the paper's [34]) trains the
 network in phases ``k = 1..L`` (``L = len(hidden)``): phase ``k`` trains hidden
@@ -37,7 +38,7 @@ OutputActivation = Literal["relu", "identity"]
 
 def output_activation_for(scaling: str) -> OutputActivation:
     """The output non-linearity suited to a target scaling (see the module docstring)."""
-    return "identity" if scaling == "log_standardized" else "relu"
+    return "identity" if scaling in ("log_standardized", "log_ratio") else "relu"
 
 
 class StackedAutoencoder(nn.Module):

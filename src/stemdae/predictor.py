@@ -68,7 +68,7 @@ class Predictor(nn.Module):
 
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
         """Linear magnitudes ``(batch, n_bins)`` -> predicted linear magnitudes."""
-        return self.scaler.inverse_target(self.net(self.scaler.scale_input(mag)))
+        return self.scaler.inverse_target(self.net(self.scaler.scale_input(mag)), mag)
 
     @torch.no_grad()
     def predict_magnitude(self, mag: np.ndarray) -> np.ndarray:

@@ -8,9 +8,19 @@
   (``stats.npz`` written by the features stage, or computed streaming over the
   cache when that file is missing). Inputs use the raw statistics, targets the
   stem statistics; the inverse uses the stem statistics.
+- ``log_ratio``: inputs as ``log_standardized``; the target is the per-bin log
+  gain from the raw to the stem, ``log(stem + eps) - log(raw + eps)``, so the
+  output magnitude is ``(raw + eps) * exp(y) - eps``. The L1 loss is then the
+  mean absolute error between output and stem *log* magnitudes (same network,
+  same loss, a different parametrisation of its output): a zero output is the
+  identity and a constant output a static EQ, so the network spends its
+  capacity on what depends on the frame (level-dependent gain: compression,
+  saturation) instead of re-synthesising every partial of the input.
+  ``eps`` (``LOG_RATIO_EPS``, about -90 dB below the loudest bins of a -23 LUFS
+  segment) keeps silent bins from dominating.
 
-The default (``log_standardized``) is the one that measured best on held-out
-songs; see README, "Scaling", and BENCHMARKS.md for the comparison.
+The default (``model.scaling`` in params.yaml) is the one that measured best on
+held-out songs; see README, "Scaling", for the comparison.
 
 :class:`Scaler` is an ``nn.Module`` whose statistics are buffers, so it moves
 to the GPU with the model and its state is a plain dict of tensors.
@@ -28,8 +38,10 @@ from stemdae.errors import CacheError, ModelError
 
 __all__ = ["SCALINGS", "Scaler", "fit_scaler", "stream_stats"]
 
-Scaling = Literal["linear", "log", "log_standardized"]
-SCALINGS: tuple[str, ...] = ("linear", "log", "log_standardized")
+Scaling = Literal["linear", "log", "log_standardized", "log_ratio"]
+SCALINGS: tuple[str, ...] = ("linear", "log", "log_standardized", "log_ratio")
+LOG_RATIO_EPS = 1e-3
+_STANDARDIZED = ("log_standardized", "log_ratio")
 # A bin that is (nearly) constant over the training split would blow up
 # under standardisation: floor its std (in log1p units).
 MIN_STD = 1e-3
@@ -44,8 +56,8 @@ class Scaler(nn.Module):
     kind
         One of :data:`SCALINGS`.
     in_mean, in_std, out_mean, out_std
-        Per-bin statistics of ``log1p`` magnitudes (used by ``log_standardized``
-        only; ignored, but stored, otherwise), shape ``(n_bins,)``.
+        Per-bin statistics of ``log1p`` magnitudes (used by ``log_standardized``,
+        and ``in_*`` by ``log_ratio``; ignored, but stored, otherwise), shape ``(n_bins,)``.
     """
 
     def __init__(self, kind: str, n_bins: int, *, in_mean: Any = None, in_std: Any = None,
@@ -67,22 +79,32 @@ class Scaler(nn.Module):
     def scale_input(self, mag: torch.Tensor) -> torch.Tensor:
         return self._forward(mag, self.in_mean, self.in_std)
 
-    def scale_target(self, mag: torch.Tensor) -> torch.Tensor:
+    def scale_target(self, mag: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+        """Stem magnitudes -> the network's target (``log_ratio`` needs the ``raw`` input too)."""
+        if self.kind == "log_ratio":
+            return torch.log(mag.clamp_min(0.0) + LOG_RATIO_EPS) - torch.log(self._raw(raw) + LOG_RATIO_EPS)
         return self._forward(mag, self.out_mean, self.out_std)
 
-    def inverse_target(self, y: torch.Tensor) -> torch.Tensor:
-        """Network output -> linear magnitude (clamped at 0)."""
+    def inverse_target(self, y: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+        """Network output -> linear magnitude (clamped at 0); ``log_ratio`` needs the ``raw`` input."""
+        if self.kind == "log_ratio":
+            return ((self._raw(raw) + LOG_RATIO_EPS) * torch.exp(y.clamp_max(40.0)) - LOG_RATIO_EPS).clamp_min(0.0)
         if self.kind == "log_standardized":
             y = y * self.out_std + self.out_mean
         if self.kind != "linear":
             y = torch.expm1(y.clamp_max(80.0))
         return y.clamp_min(0.0)
 
+    def _raw(self, raw: torch.Tensor | None) -> torch.Tensor:
+        if raw is None:
+            raise ModelError("log_ratio scaling needs the raw input magnitudes")
+        return raw.float().clamp_min(0.0)
+
     def _forward(self, mag: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         if self.kind == "linear":
             return mag
         y = torch.log1p(mag.clamp_min(0.0))
-        return (y - mean) / std if self.kind == "log_standardized" else y
+        return (y - mean) / std if self.kind in _STANDARDIZED else y
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (``torch.load(weights_only=True)``-safe) for ``model.pt``."""
@@ -152,11 +174,11 @@ def fit_scaler(kind: str, raw: np.ndarray, stem: np.ndarray, *, stats: dict[str,
         An empty cache with a scaling that needs statistics.
     """
     n_bins = raw.shape[1]
-    if kind != "log_standardized":
+    if kind not in _STANDARDIZED:
         return Scaler(kind, n_bins)
     if stats is None:
         if (raw.shape[0] if rows is None else len(rows)) == 0:
-            raise CacheError("cannot fit log_standardized scaling: the training cache has no frames")
+            raise CacheError(f"cannot fit {kind} scaling: the training cache has no frames")
         stats = stream_stats(raw, stem, rows)
     return Scaler(kind, n_bins, in_mean=stats["raw_log_mean"], in_std=stats["raw_log_std"],
                   out_mean=stats["stem_log_mean"], out_std=stats["stem_log_std"])

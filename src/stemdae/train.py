@@ -56,6 +56,23 @@ from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
 
+
+def _quiet_lightning() -> None:
+    """Lightning resets its logger to INFO at import and may add its own handler.
+
+    Unless stemdae logs at DEBUG, keep its banners, tips and checkpoint notes
+    (one per epoch) out of stage logs, and print each record once.
+    """
+    lg = logging.getLogger("lightning.pytorch")
+    if logging.getLogger("stemdae").getEffectiveLevel() > logging.DEBUG:
+        lg.setLevel(logging.WARNING)
+    if logging.getLogger().handlers:
+        lg.handlers.clear()
+        lg.propagate = True
+
+
+_quiet_lightning()
+
 __all__ = ["DAEModule", "FitResult", "Phase", "fit_group", "plan_phases", "run"]
 
 CURVE_COLUMNS = ["epoch", "phase", "train_loss", "val_loss"]
@@ -122,15 +139,15 @@ class DAEModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = F.l1_loss(self(x).float(), self.scaler.scale_target(y))
+        loss = F.l1_loss(self(x).float(), self.scaler.scale_target(y, x))
         self._train += torch.tensor([loss.item() * len(x), len(x)], dtype=torch.float64)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         out = self(x).float()
-        loss = F.l1_loss(out, self.scaler.scale_target(y))
-        mag = self.scaler.inverse_target(out)
+        loss = F.l1_loss(out, self.scaler.scale_target(y, x))
+        mag = self.scaler.inverse_target(out, x)
         mag_mae = (mag - y).abs().mean()
         log_mae = (torch.log1p(mag) - torch.log1p(y.clamp_min(0))).abs().mean()
         n = len(x)
