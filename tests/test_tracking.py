@@ -45,6 +45,22 @@ def test_uri_resolution_experiment_location_and_parent_runs(tmp_path, monkeypatc
         assert tracking.pipeline_run(tp, tmp_path) != tracking.pipeline_run(tp, tmp_path)
 
 
+def test_pipeline_parent_run_is_closed_with_params_and_status(tmp_path):
+    tp = TrackingParams(uri="sqlite:///mlflow.db", experiment="e2")
+    tracking.configure(tp, tmp_path)
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: abc123.dir\n  path: data\n")
+    assert tracking.close_pipeline_run(tp, tmp_path, key="nothing-trained") is None  # a no-op repro
+    parent = tracking.pipeline_run(tp, tmp_path, key="k9")
+    assert MlflowClient().get_run(parent).info.status == "RUNNING"
+    assert tracking.close_pipeline_run(tp, tmp_path, key="k9", params_flat={"model.dropout": 0.2}) == parent
+    run = MlflowClient().get_run(parent)
+    assert run.info.status == "FINISHED" and run.data.params == {"model.dropout": "0.2"}
+    assert run.data.tags["stemdae.data_md5"] == "abc123.dir"
+    failed = tracking.pipeline_run(tp, tmp_path, key="k10")
+    tracking.close_pipeline_run(tp, tmp_path, key="k10", status="FAILED")
+    assert MlflowClient().get_run(failed).info.status == "FAILED"
+
+
 def test_dvc_ancestor_is_found_through_proc(tmp_path):
     child = "from stemdae.tracking import dvc_ancestor_key; print(dvc_ancestor_key())"
     # Inside a process named "dvc", sys.executable would resolve to dvc itself: name python explicitly.

@@ -70,10 +70,26 @@ def run_main(paths: Paths, *, params_path: Path, songs: int | None = None, force
     env = dict(os.environ)
     env.setdefault("STEMDAE_PIPELINE_RUN", uuid.uuid4().hex)
     env.setdefault("DVC_NO_ANALYTICS", "1")
-    _dvc(["repro"], cwd=root, env=env)
+    try:
+        _dvc(["repro"], cwd=root, env=env)
+    except BaseException:
+        close_parent_run(paths, env["STEMDAE_PIPELINE_RUN"], "FAILED")
+        raise
+    close_parent_run(paths, env["STEMDAE_PIPELINE_RUN"], "FINISHED")
     elapsed = time.perf_counter() - t0
     _print_results(paths, elapsed)
     return 0
+
+
+def close_parent_run(paths: Paths, key: str, status: str) -> None:
+    """Finish the pipeline's MLflow parent run (params, data version, status); never fails the pipeline."""
+    try:
+        from stemdae import tracking
+
+        params = load_params(paths.params)
+        tracking.close_pipeline_run(params.tracking, paths.root, key=key, status=status, params_flat=params.flat())
+    except Exception as err:  # noqa: BLE001 - tracking trouble must not hide the pipeline's result
+        log.warning("could not close the MLflow parent run %s: %s", key, err)
 
 
 def _print_results(paths: Paths, elapsed_s: float) -> None:

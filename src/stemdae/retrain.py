@@ -250,7 +250,14 @@ def _run_pipeline(root: Path, env: dict[str, str], summary: RetrainSummary, *, p
     uri = env.get("MLFLOW_TRACKING_URI")
     summary.notes.append(f"Pipeline run `{run_id}`; MLflow: "
                          + (f"`{redact(uri)}` (MLFLOW_TRACKING_URI)" if uri else "`tracking.uri` in params.yaml"))
-    _dvc(["repro"], cwd=root, env=repro_env)
+    from stemdae.pipeline import close_parent_run
+
+    try:
+        _dvc(["repro"], cwd=root, env=repro_env)
+    except BaseException:
+        close_parent_run(Paths(root), run_id, "FAILED")
+        raise
+    close_parent_run(Paths(root), run_id, "FINISHED")
     summary.counts["repro"] = True
     if push and remote:
         _dvc(["push"], cwd=root, env=env)

@@ -163,6 +163,28 @@ def pipeline_run(tracking: TrackingParams, root: Path, *, key: str | None = None
     return run.info.run_id
 
 
+def close_pipeline_run(tracking: TrackingParams, root: Path, *, key: str, status: str = "FINISHED",
+                       params_flat: dict[str, Any] | None = None) -> str | None:
+    """End the parent run of pipeline ``key``, if a stage created one (a no-op repro creates none).
+
+    Tags it with the data version and git commit, logs ``params_flat`` and sets
+    ``status`` (``FINISHED`` or ``FAILED``). Returns its id, or None.
+    """
+    configure(tracking, root)
+    client = MlflowClient()
+    found = client.search_runs([experiment_id(tracking, root)], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+                               order_by=["attributes.start_time ASC"], max_results=1)
+    if not found:
+        return None
+    run_id = found[0].info.run_id
+    client.set_tag(run_id, "stemdae.data_md5", data_version(root))
+    client.set_tag(run_id, "stemdae.git_commit", git_commit(root))
+    if params_flat and not found[0].data.params:
+        log_params_to_run(run_id, params_flat)
+    client.set_terminated(run_id, status)
+    return run_id
+
+
 # ------------------------------------------------------------------ child run
 
 
