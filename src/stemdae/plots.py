@@ -26,11 +26,14 @@ def learning_curve(history: pd.DataFrame, *, title: str = "") -> Figure:
     fig = Figure(figsize=(7, 3.5), layout="constrained")
     ax = fig.add_subplot()
     if len(history):
+        span = max(float(history["epoch"].max() - history["epoch"].min() + 1), 1.0)
         for k, (phase, rows) in enumerate(history.groupby("phase", sort=False)):
             lo, hi = rows["epoch"].min() - 0.5, rows["epoch"].max() + 0.5
             ax.axvspan(lo, hi, color=f"C{k % 10}", alpha=0.08, lw=0)
-            ax.text((lo + hi) / 2, 1.0, phase, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                    fontsize=8)
+            narrow = (hi - lo) / span < 0.12  # short phases: vertical labels inside the span, no overlap
+            ax.text((lo + hi) / 2, 0.98 if narrow else 1.0, phase, transform=ax.get_xaxis_transform(),
+                    ha="center", va="top" if narrow else "bottom", fontsize=7 if narrow else 8,
+                    rotation=90 if narrow else 0)
         ax.plot(history["epoch"], history["train_loss"], "-", color="C0", label="train")
         if history["val_loss"].notna().any():
             ax.plot(history["epoch"], history["val_loss"], "-", color="C3", label="validation")
