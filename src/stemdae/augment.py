@@ -286,5 +286,4 @@ def run(aug: AugmentationParams, paths: Paths, *, seed: int, sr: int = 44100) ->
     summary.done()
     report = {**summary.to_json(), "settings": settings}
     write_text(out_dir / "summary.json", json.dumps(report, indent=2) + "\n")
-    log.info("%s", summary.text().splitlines()[0])
     return summary

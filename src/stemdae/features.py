@@ -426,5 +426,4 @@ def run(feat: FeaturesParams, paths: Paths, *, params: Params) -> Summary:
     summary.counts = counts
     summary.outputs = [str(paths.features_dir)]
     summary.done()
-    log.info("%s", summary.text().splitlines()[0])
     return summary

@@ -291,7 +291,6 @@ def run(params: Params, paths: Paths) -> Summary:
             summary.counts[f"{g}_augmented"] = aug["groups"][g]["augmented"]
     summary.outputs = [str(md_path), str(json_path)]
     summary.done()
-    log.info("%s", summary.text().splitlines()[0])
     return summary
 
 

@@ -550,7 +550,6 @@ def run(params: Params, paths: Paths, *, group: str) -> Summary:
                       "registered_version": result.registered_version}
     summary.outputs = [str(result.model_dir), str(reports)]
     summary.done()
-    log.info("%s", summary.text().splitlines()[0])
     return summary
 
 
