@@ -246,3 +246,15 @@ def test_apply_chain_rejects_bad_audio_and_keeps_shape():
     x = np.random.default_rng(0).standard_normal((2, 4410)).astype(np.float32)
     y = apply_chain(x, 44100, [{"type": "highpass", "cutoff_hz": 100.0, "order": 2}])
     assert y.shape == x.shape and y.dtype == np.float32 and not np.allclose(x, y)
+
+
+def test_cli_reports_os_errors_in_one_line(tmp_path, capsys):
+    """An OSError (here: a file where a folder must go) is one line naming the path, exit 1."""
+    from stemdae.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    rc = main(["-q", "demo-corpus", str(blocker / "corpus"), "--songs", "1", "--seconds", "12"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert err.startswith("stemdae: error: ") and str(blocker / "corpus") in err and len(err.strip().splitlines()) == 1

@@ -277,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stemdae: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # disk full, permissions: one line, not a traceback (-v shows it)
+        log.debug("OSError", exc_info=True)
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"stemdae: error: {err.strerror or err}{where}; rerun once fixed (the segments, "
+              f"augment and features stages continue where they stopped)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
