@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo-corpus", help="synthesise the embedded demo corpus in the MedleyDB layout")
     s.add_argument("out_dir")
-    s.add_argument("--songs", type=int, default=10, help="number of songs (default 10, as the main command; paper size: about 100)")
+    s.add_argument("--songs", type=int, default=12, help="number of songs (default 12, as the main command; paper size: about 100)")
     s.add_argument("--seconds", type=float, default=20.0, help="length of each song in seconds")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_demo_corpus)

@@ -24,7 +24,7 @@ from stemdae.errors import StemdaeError
 
 log = logging.getLogger(__name__)
 
-DEMO_SONGS = 10
+DEMO_SONGS = 12
 DEMO_SECONDS = 20.0
 
 
