@@ -180,14 +180,13 @@ def k_weighting_power(freqs_hz: np.ndarray, *, sr: int) -> np.ndarray:
 
 
 def integrated_lufs(x: np.ndarray, *, sr: int) -> float:
-    """BS.1770 integrated loudness (pyloudnorm), floored at -70 LUFS (silence)."""
-    import pyloudnorm
+    """BS.1770 integrated loudness (:func:`stemdae.dsp.loudness.integrated_lufs`), floored at -70 LUFS (silence)."""
+    from stemdae.dsp import loudness
 
     x = np.asarray(x, dtype=np.float64)
     if x.size < int(0.4 * sr):
         raise ValueError(f"integrated_lufs: {x.size} samples, need at least 0.4 s ({int(0.4 * sr)})")
-    value = pyloudnorm.Meter(sr).integrated_loudness(x)
-    return float(max(value, LUFS_FLOOR)) if np.isfinite(value) else LUFS_FLOOR
+    return max(loudness.integrated_lufs(x, sr), LUFS_FLOOR)
 
 
 def short_term_lufs(x: np.ndarray, *, sr: int, window_s: float = 3.0, hop_s: float = 0.1) -> np.ndarray:
