@@ -175,7 +175,7 @@ def test_unreachable_postgres_is_one_line_naming_the_masked_url(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "s3cret-pw" not in proc.stderr + proc.stdout
-    assert "postgresql+psycopg2://alice:***@127.0.0.1:1/optuna" in proc.stderr
+    assert "postgresql+psycopg2://***@127.0.0.1:1/optuna" in proc.stderr
     assert "unreachable" in proc.stderr
 
 
@@ -211,7 +211,7 @@ def test_storage_url_resolution_and_masking(tmp_path):
     assert resolve_storage("sqlite:///optuna.db", tmp_path) == f"sqlite:///{tmp_path.resolve()}/optuna.db"
     assert resolve_storage("sqlite:////abs/o.db", tmp_path) == "sqlite:////abs/o.db"
     assert resolve_storage("postgresql://u:p@h/db", tmp_path) == "postgresql://u:p@h/db"
-    assert mask_url("postgresql+psycopg2://u:pw@h:5432/db") == "postgresql+psycopg2://u:***@h:5432/db"
+    assert mask_url("postgresql+psycopg2://u:pw@h:5432/db") == "postgresql+psycopg2://***@h:5432/db"
 
 
 def test_baseline_is_the_current_config_when_inside_the_space(params):

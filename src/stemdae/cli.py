@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from stemdae.errors import StemdaeError
@@ -18,9 +19,29 @@ from stemdae.errors import StemdaeError
 log = logging.getLogger("stemdae")
 
 
+# MLflow's own defaults (7 retries, backoff factor 2, 120 s per request) turn an unreachable
+# server into minutes of silence; a user's explicit setting wins.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def _env_secrets() -> list[str]:
+    """Credentials the environment hands to MLflow: never printed, logged or raised."""
+    from stemdae.secrets import uri_secrets
+
+    found = uri_secrets(os.environ.get("MLFLOW_TRACKING_URI")) + uri_secrets(os.environ.get("MLFLOW_REGISTRY_URI"))
+    return found + [os.environ.get(k, "") for k in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")]
+
+
 def _setup_logging(verbosity: int) -> None:
+    from stemdae.secrets import MaskingFilter
+
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    masking = MaskingFilter(_env_secrets())
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(masking)
+    logging.captureWarnings(True)  # warnings reach stderr through the masking handler too
     for noisy in ("numba", "matplotlib", "urllib3", "alembic", "git", "fsspec", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if verbosity <= 0:  # Lightning's banners ("GPU available: ...") are noise in stage logs
@@ -266,13 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stemdae.secrets import mask_text
+
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbosity)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():  # before any command imports mlflow
+        os.environ.setdefault(key, value)
+    secrets = _env_secrets()
     try:
         return int(args.func(args) or 0)
     except StemdaeError as err:
-        print(f"stemdae: error: {err}", file=sys.stderr)
+        print(f"stemdae: error: {mask_text(str(err), secrets)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stemdae: interrupted", file=sys.stderr)
@@ -280,8 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # disk full, permissions: one line, not a traceback (-v shows it)
         log.debug("OSError", exc_info=True)
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        print(f"stemdae: error: {err.strerror or err}{where}; rerun once fixed (the segments, "
-              f"augment and features stages continue where they stopped)", file=sys.stderr)
+        print(mask_text(f"stemdae: error: {err.strerror or err}{where}; rerun once fixed (the segments, "
+                        f"augment and features stages continue where they stopped)", secrets), file=sys.stderr)
+        return 1
+    except Exception as err:
+        if type(err).__module__.startswith("mlflow"):  # the tracking store failed mid-command: one line
+            log.debug("MLflow error", exc_info=True)
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            print(f"stemdae: error: MLflow: {mask_text(first, secrets)}", file=sys.stderr)
+            return 2
+        # a bug: keep the traceback, without credentials
+        print(mask_text(traceback.format_exc(), secrets), file=sys.stderr, end="")
         return 1
 
 

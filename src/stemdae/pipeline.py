@@ -21,6 +21,7 @@ from pathlib import Path
 
 from stemdae.config import Paths, load_params
 from stemdae.errors import StemdaeError
+from stemdae.secrets import mask_text, mask_uri
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def close_parent_run(paths: Paths, key: str, status: str) -> None:
         params = load_params(paths.params)
         tracking.close_pipeline_run(params.tracking, paths.root, key=key, status=status, params_flat=params.flat())
     except Exception as err:  # noqa: BLE001 - tracking trouble must not hide the pipeline's result
-        log.warning("could not close the MLflow parent run %s: %s", key, err)
+        log.warning("could not close the MLflow parent run %s: %s", key, mask_text(str(err)).splitlines()[0])
 
 
 def _print_results(paths: Paths, elapsed_s: float) -> None:
@@ -101,7 +102,7 @@ def _print_results(paths: Paths, elapsed_s: float) -> None:
             lines.append(f"  report:  {p.relative_to(paths.root)}")
     lines.append(f"  models:  {paths.models_dir.relative_to(paths.root)}/<group>, registered as "
                  f"{params.tracking.registry_prefix}<group> in MLflow")
-    uri = os.environ.get("MLFLOW_TRACKING_URI", params.tracking.uri)
+    uri = mask_uri(os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri)
     lines.append(f"  browse:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
     lines.append("  compare: dvc metrics show; dvc plots show")
     print("\n".join(lines))

@@ -30,10 +30,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from stemdae.config import Paths, load_params
 from stemdae.errors import StemdaeError
+from stemdae.secrets import mask_uri
 from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
@@ -82,19 +82,6 @@ class RetrainSummary(Summary):
 
     def text(self) -> str:
         return super().text() + "\n\n" + self.markdown()
-
-
-def redact(uri: str) -> str:
-    """``uri`` without user and password (``https://u:p@host`` -> ``https://***@host``)."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "***"
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _dvc_exe() -> str:
@@ -249,7 +236,7 @@ def _run_pipeline(root: Path, env: dict[str, str], summary: RetrainSummary, *, p
     repro_env = {**env, "STEMDAE_PIPELINE_RUN": run_id}
     uri = env.get("MLFLOW_TRACKING_URI")
     summary.notes.append(f"Pipeline run `{run_id}`; MLflow: "
-                         + (f"`{redact(uri)}` (MLFLOW_TRACKING_URI)" if uri else "`tracking.uri` in params.yaml"))
+                         + (f"`{mask_uri(uri)}` (MLFLOW_TRACKING_URI)" if uri else "`tracking.uri` in params.yaml"))
     from stemdae.pipeline import close_parent_run
 
     try:

@@ -52,6 +52,7 @@ from optuna.trial import TrialState
 
 from stemdae.config import ModelParams, Params, Paths, SweepParams, TrainingParams
 from stemdae.errors import ConfigError, StemdaeError, TrackingError
+from stemdae.secrets import mask_text, mask_uri
 from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,8 @@ def resolve_storage(url: str, root: Path) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs)."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):
-        return "<unparsable storage URL>"
+    """``url`` without its credentials (for messages, logs and tags): :func:`stemdae.secrets.mask_uri`."""
+    return mask_uri(url)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -104,7 +102,7 @@ def open_storage(url: str, sweep: SweepParams) -> optuna.storages.RDBStorage:
     try:
         parsed = sa.engine.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
-        raise TrackingError(f"Optuna storage {url!r} is not a SQLAlchemy URL (e.g. sqlite:///optuna.db, "
+        raise TrackingError(f"Optuna storage {masked!r} is not a SQLAlchemy URL (e.g. sqlite:///optuna.db, "
                             "postgresql+psycopg2://user:password@host:5432/db)") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         if not Path(parsed.database).parent.is_dir():
@@ -124,8 +122,7 @@ def _reason(err: BaseException, password: str | None) -> str:
     """First line of the driver's message, never the password."""
     orig = getattr(err, "orig", None) or err
     text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-    if password:
-        text = text.replace(password, "***")
+    text = mask_text(text, [password])
     return f"{type(orig).__name__}: {text}"
 
 
@@ -539,8 +536,8 @@ def _sweep_run(params: Params, paths: Paths, group: str, name: str, url: str) ->
     except TrackingError:
         raise
     except Exception as err:
-        raise TrackingError(f"MLflow store {mask_url(params.tracking.uri)}: {type(err).__name__}: "
-                            f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        raise TrackingError(f"MLflow store {mask_url(tracking.resolve_uri(params.tracking, paths.root))}: "
+                            f"{type(err).__name__}: {mask_text(str(err).splitlines()[0] if str(err) else '')}") from None
 
 
 def save_plots(study: optuna.Study, out_dir: Path) -> list[Path]:

@@ -24,12 +24,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import mlflow
 import mlflow.pyfunc
@@ -43,6 +46,7 @@ from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from stemdae.config import TrackingParams
 from stemdae.errors import ModelError, TrackingError
+from stemdae.secrets import mask_text, mask_uri
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +81,39 @@ def configure(tracking: TrackingParams, root: Path) -> str:
     uri = resolve_uri(tracking, root)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment_id(tracking, root)
     return uri
+
+
+def check_reachable(uri: str, *, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line naming the masked URI, when an HTTP tracking server does not answer.
+
+    A TCP connect with a short timeout; skipped when a proxy is configured for
+    the host (the proxy, not this machine, reaches the server).
+
+    Raises
+    ------
+    TrackingError
+        Nothing listens at the server's host and port.
+    """
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise TrackingError(f"MLflow tracking URI {mask_uri(uri)!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        return
+    if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        return
+    try:
+        socket.create_connection((host, port or (443 if parts.scheme == "https" else 80)), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise TrackingError(f"MLflow tracking server {mask_uri(uri)} is unreachable ({reason}); start it or "
+                            "point MLFLOW_TRACKING_URI / tracking.uri at a running store") from None
 
 
 def experiment_id(tracking: TrackingParams, root: Path) -> str:
@@ -95,10 +128,14 @@ def experiment_id(tracking: TrackingParams, root: Path) -> str:
             location = (Path(root) / tracking.artifact_root).resolve().as_uri()
         return client.create_experiment(tracking.experiment, artifact_location=location)
     except MlflowException as err:
-        exp = client.get_experiment_by_name(tracking.experiment)  # another stage created it meanwhile
+        try:
+            exp = client.get_experiment_by_name(tracking.experiment)  # another stage created it meanwhile
+        except MlflowException:
+            exp = None
         if exp is not None:
             return exp.experiment_id
-        raise TrackingError(f"MLflow store {mlflow.get_tracking_uri()}: {err}") from None
+        first = (mask_text(str(err)).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise TrackingError(f"MLflow store {mask_uri(mlflow.get_tracking_uri())}: {first}") from None
 
 
 # ------------------------------------------------------------------ parent run
@@ -314,7 +351,8 @@ def read_run_info(model_dir: str | Path) -> dict[str, Any]:
 
 def write_run_info(model_dir: str | Path, info: dict[str, Any]) -> Path:
     path = Path(model_dir) / RUN_INFO
-    path.write_text(json.dumps(info, indent=2) + "\n")
+    masked = {k: mask_uri(v) if isinstance(v, str) else v for k, v in info.items()}  # DVC pushes this file
+    path.write_text(json.dumps(masked, indent=2) + "\n")
     return path
 
 
@@ -397,10 +435,10 @@ def download_model_file(uri: str) -> Path:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
     except (MlflowException, OSError) as err:
-        raise ModelError(f"{uri}: cannot download the model ({err})") from None
+        raise ModelError(f"{mask_uri(uri)}: cannot download the model ({mask_text(str(err))[:300]})") from None
     found = sorted(local.rglob("model.pt")) if local.is_dir() else [local]
     if not found or not found[0].is_file():
-        raise ModelError(f"{uri}: expected a stemdae model holding model.pt, found none")
+        raise ModelError(f"{mask_uri(uri)}: expected a stemdae model holding model.pt, found none")
     return found[0]
 
 
