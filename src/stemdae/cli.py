@@ -280,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--summary", default=None, help="also write the markdown summary here (CI job summary)")
     s.set_defaults(func=cmd_retrain)
 
+    from stemdae.listen.commands import add_parser as add_listen_parser  # argparse only: cheap
+
+    add_listen_parser(sub)
+
     s = sub.add_parser("train", help="stage: train one group's stacked autoencoder")
     s.add_argument("--group", required=True)
     s.set_defaults(func=cmd_train)

@@ -490,6 +490,17 @@ def start_trial_run(tracking: TrackingParams, root: Path, *, parent_run_id: str,
     return run.info.run_id
 
 
+def start_run(tracking: TrackingParams, root: Path, *, run_name: str, tags: dict[str, str],
+              params: dict[str, Any] | None = None) -> str:
+    """Create a top-level run in the experiment (e.g. a listening test's analysis); returns its id."""
+    client = MlflowClient()
+    all_tags = {"stemdae.git_commit": git_commit(root), "stemdae.data_md5": data_version(root), **tags}
+    run = client.create_run(experiment_id(tracking, root), run_name=run_name, tags=all_tags)
+    if params:
+        log_params_to_run(run.info.run_id, params)
+    return run.info.run_id
+
+
 def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
     client = MlflowClient()
     for k, v in tags.items():
