@@ -22,6 +22,7 @@ import pytest
 from stemdae.listen.store import Store, default_url
 
 from test_listen_build import build_test
+from test_sweep_postgres import pg_url  # noqa: F401  (the session fixture: the server scripts/test.sh starts)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,3 +192,24 @@ def test_host_option_warns(tmp_path):
     proc = start_server(test_dir, port, "--host", "0.0.0.0")
     stop_server(proc)
     assert "warning: serving on 0.0.0.0" in proc.stderr.read()
+
+
+@pytest.mark.postgres
+def test_store_on_postgresql(pg_url):
+    """The sweeps' PostgreSQL URL works as the ratings database: atomic submissions, replays refused."""
+    import uuid
+
+    from stemdae.listen.store import ReplayedSubmission
+
+    store = Store(pg_url, f"pg-{uuid.uuid4().hex[:8]}")
+    try:
+        store.ensure_listener("dave")
+        store.submit("dave", "bass-01", position=0, ratings={"dae": 80.0, "raw": 40.0}, plays={"dae": 2},
+                     started_at=None)
+        with pytest.raises(ReplayedSubmission, match="already submitted trial 'bass-01'"):
+            store.submit("dave", "bass-01", position=0, ratings={"dae": 1.0}, plays={}, started_at=None)
+        df = store.ratings()
+        assert sorted(zip(df["condition"], df["rating"], df["plays"])) == [("dae", 80.0, 2), ("raw", 40.0, 0)]
+        assert store.done_trials("dave") == {"bass-01"}
+    finally:
+        store.close()

@@ -104,10 +104,10 @@ def statistics(df: pd.DataFrame) -> dict[str, Any]:
 
 def load_ratings(test_dir: Path, db_url: str | None) -> tuple[dict[str, Any], pd.DataFrame]:
     """The manifest and every stored rating, with the trial's group."""
-    from stemdae.listen.app import Test
+    from stemdae.listen.app import ListeningTest
     from stemdae.listen.store import Store, default_url
 
-    test = Test(test_dir)
+    test = ListeningTest(test_dir)
     store = Store(db_url or default_url(test.dir), test.name)
     try:
         df = store.ratings()

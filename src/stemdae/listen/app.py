@@ -45,7 +45,7 @@ STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/cs
 # ------------------------------------------------------------------ the test
 
 
-class Test:
+class ListeningTest:
     """A built test folder: its manifest, and the per-listener orders derived from its seed."""
 
     def __init__(self, test_dir: str | Path) -> None:
@@ -127,7 +127,7 @@ def _ratings(body: dict[str, Any], keys: dict[str, str]) -> tuple[dict[str, floa
 
 def create_app(test_dir: str | Path, *, db_url: str | None = None) -> FastAPI:
     """The web app for the test in ``test_dir``, storing ratings at ``db_url`` (default: ``ratings.db`` there)."""
-    test = Test(test_dir)
+    test = ListeningTest(test_dir)
     store = Store(db_url or default_url(test.dir), test.name)
     files = static_files()
     app = FastAPI(title=f"stemdae listening test {test.name}", docs_url=None, redoc_url=None, openapi_url=None)
@@ -208,7 +208,7 @@ def create_app(test_dir: str | Path, *, db_url: str | None = None) -> FastAPI:
     return app
 
 
-def check_hidden_reference(test: Test) -> None:
+def check_hidden_reference(test: ListeningTest) -> None:
     """Every trial has a hidden reference (the screening needs it)."""
     for t in test.trials.values():
         if HIDDEN_REFERENCE not in t["conditions"]:
@@ -219,7 +219,7 @@ def serve(test_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8765, db
     """Run the app until interrupted (blocking)."""
     import uvicorn
 
-    test = Test(test_dir)
+    test = ListeningTest(test_dir)
     check_hidden_reference(test)
     app = create_app(test_dir, db_url=db_url)
     log.info("listen serve: test %s (%d trials) on http://%s:%d/", test.name, len(test.trials), host, port)
