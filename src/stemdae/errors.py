@@ -4,6 +4,8 @@
 exceptions keep their traceback (they are bugs).
 """
 
+import reprlib
+
 
 class StemdaeError(Exception):
     """Base class of all errors caused by input, configuration or environment."""
@@ -31,3 +33,30 @@ class ModelError(StemdaeError):
 
 class TrackingError(StemdaeError):
     """The MLflow tracking store or Optuna storage is unreachable or inconsistent."""
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """One line of at most ``limit`` characters: for quoting user data in a message.
+
+    A hostile or huge value (a metadata field, a file name) must not turn one
+    error line into megabytes, so messages quote user data through this.
+    Strings are cut (control characters escaped); anything else goes through
+    :mod:`reprlib`, which bounds nested containers without formatting them whole.
+
+    Examples
+    --------
+    >>> shorten("x" * 100, 10)
+    'xxxxxxxxx…'
+    >>> shorten("two\\nlines"), shorten("Été")
+    ('two\\\\nlines', 'Été')
+    >>> shorten({"instrument": ["a"] * 10**6})
+    "{'instrument': ['a', 'a', 'a', 'a', 'a', 'a', ...]}"
+    """
+    if isinstance(value, str):
+        text = value[: limit + 1]
+    else:
+        bounded = reprlib.Repr()
+        bounded.maxstring = bounded.maxother = limit
+        text = bounded.repr(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
