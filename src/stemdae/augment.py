@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from stemdae.dsp.pitch import pitch_shift_all
 from stemdae.errors import AudioError, CacheError
 from stemdae.io import save_npy_atomic, write_text
 from stemdae.summary import Summary
+from stemdae.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def _execute(tasks: list[tuple], n_workers: int) -> list[float]:
         else:
             # Import and JIT-compile the pitch shifter once here: forked workers inherit it.
             pitch_shift_all(np.zeros((2, 4096), np.float32), tasks[0][5], cents=[50], method=tasks[0][4])
-            with ProcessPoolExecutor(n_workers, initializer=_worker_init) as pool:
+            with worker_pool(n_workers, initializer=_worker_init) as pool:
                 futures = [pool.submit(_augment_file, *t) for t in tasks]
                 for fut in as_completed(futures):
                     gains.append(fut.result())

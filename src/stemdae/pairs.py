@@ -26,7 +26,6 @@ import os
 import re
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,12 @@ import numpy as np
 
 from stemdae.config import Params, Paths
 from stemdae.corpus import Song, Stem
+from stemdae.dsp.channels import downmix
 from stemdae.dsp.energy import best_window, mean_power_db, search_hop, window_energy
 from stemdae.errors import AudioError, CorpusError
 from stemdae.io import audio_info, frame_energies_file, read_frames, write_csv, write_json
 from stemdae.summary import Summary
+from stemdae.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class _Song:
 
 def _mono_window(path: Path, start: int, n: int) -> float:
     x, _ = read_frames(path, start=start, frames=n)
-    return window_energy(x.mean(axis=0, dtype=np.float64), 0, n)
+    return window_energy(downmix(x, dtype=np.float64), 0, n)
 
 
 def _stem_window(ctx: _Song, stem: Stem) -> tuple[Any, int, int, float] | None:
@@ -263,7 +264,7 @@ def split_songs(song_pairs: dict[str, Counter], *, test_fraction: float, seed: i
 def _songs(jobs: list[_Job], n_jobs: int):
     """Per-song results in song order, in worker processes when it helps."""
     if n_jobs > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs))) as pool:
+        with worker_pool(min(n_jobs, len(jobs))) as pool:
             yield from pool.map(song_pairs, jobs)
     else:
         yield from map(song_pairs, jobs)

@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from stemdae.dsp.loudness import integrated_lufs, normalize_loudness
 from stemdae.errors import AudioError, CacheError, StemdaeError
 from stemdae.io import audio_info, npy_header, read_csv, read_window, save_npy_atomic, write_csv, write_json, write_text
 from stemdae.summary import Summary
+from stemdae.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def _is_kept(task: Task, entry: dict[str, Any] | None) -> bool:
 def _results(todo: list[Task], n_jobs: int):
     """``(task, values, error)`` as pairs finish, in worker processes when it helps."""
     if n_jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=min(n_jobs, len(todo))) as pool:
+        with worker_pool(min(n_jobs, len(todo))) as pool:
             futures = {pool.submit(_work, t): t for t in todo}
             for fut in as_completed(futures):
                 yield futures[fut], *fut.result()[1:]

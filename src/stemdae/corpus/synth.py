@@ -31,7 +31,6 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from stemdae.config import GROUPS_PAPER
 from stemdae.corpus import chains as ch
 from stemdae.corpus import voices
 from stemdae.errors import ConfigError
+from stemdae.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +404,7 @@ def synthesize_corpus(out_dir: Path, opts: SynthOptions = SynthOptions()) -> Cor
     if n_jobs == 1:
         names = [_make_song(j) for j in jobs]
     else:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+        with worker_pool(n_jobs) as pool:
             names = list(pool.map(_make_song, jobs))
     summary = CorpusSynthSummary(out_dir, opts, names, count_labels(plans), time.perf_counter() - t0)
     log.info("demo corpus: %d songs in %.1f s", len(names), summary.elapsed_s)
