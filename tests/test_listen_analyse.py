@@ -98,3 +98,18 @@ def test_no_ratings_is_an_error(tmp_path, params_tmp):
     with pytest.raises(ConfigError, match="no ratings stored yet"):
         run(d, out_dir=tmp_path / "o", db_url=None, params=params_tmp[0], paths=params_tmp[1],
             log_mlflow_run=False)
+
+
+def test_cli_build_and_one_line_errors(tmp_path, capsys):
+    from stemdae.cli import main
+
+    from test_listen_build import REPO, make_listen_project
+
+    make_listen_project(tmp_path / "proj", groups=("bass",), n_test=1)
+    base = ["--root", str(tmp_path / "proj"), "--params", str(REPO / "params.yaml"), "listen"]
+    assert main([*base, "build", str(tmp_path / "t"), "--group", "bass", "--excerpt-s", "2"]) == 0
+    assert (tmp_path / "t" / "manifest.json").is_file() and "trials=1" in capsys.readouterr().out
+    assert main([*base, "build", str(tmp_path / "t2"), "--model", "bass-chain"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    assert main([*base, "analyse", str(tmp_path / "t"), "--no-mlflow"]) == 2
+    assert "no ratings stored yet" in capsys.readouterr().err
