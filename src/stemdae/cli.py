@@ -309,8 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as err:  # disk full, permissions: one line, not a traceback (-v shows it)
         log.debug("OSError", exc_info=True)
-        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        print(mask_text(f"stemdae: error: {err.strerror or err}{where}; rerun once fixed (the segments, "
+        from stemdae.writeguard import describe
+
+        what = describe(err.filename, err) if getattr(err, "filename", None) else (err.strerror or str(err))
+        print(mask_text(f"stemdae: error: {what}; rerun once fixed (the segments, "
                         f"augment and features stages continue where they stopped)", secrets), file=sys.stderr)
         return 1
     except Exception as err:

@@ -60,3 +60,7 @@ def shorten(value: object, limit: int = 80) -> str:
         text = bounded.repr(value)
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class WriteError(StemdaeError):
+    """An output cannot be written: names the file and the cause (disk full, read-only, permission)."""

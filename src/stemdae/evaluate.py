@@ -35,6 +35,7 @@ from stemdae.config import Params, Paths
 from stemdae.dsp import metrics as M
 from stemdae.dsp.stft import istft, magnitude_phase
 from stemdae.errors import StemdaeError
+from stemdae.io import write_text
 from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
@@ -590,8 +591,8 @@ def run(params: Params, paths: Paths) -> Summary:
     tracked = [r for r in results if r.has("dae") and (paths.model_dir(r.group) / "mlflow.json").is_file()]
     tracking = _connect(params, paths, tracked) if tracked else None
     infos = _promote(tracking, params, paths, tracked) if tracking is not None else {}
-    metrics_path.write_text(json.dumps(metrics_json(results, conf), indent=2, sort_keys=True) + "\n")
-    report_path.write_text(render_report(results, params, chain_md))
+    write_text(metrics_path, json.dumps(metrics_json(results, conf), indent=2, sort_keys=True) + "\n")
+    write_text(report_path, render_report(results, params, chain_md))
     if tracking is not None:
         for problem in _log_runs(tracking, infos, tracked, artifacts, _flat_for_mlflow(results, conf)):
             log.warning("evaluate: %s", problem)

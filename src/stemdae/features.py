@@ -40,6 +40,7 @@ from stemdae.config import FeaturesParams, Params, Paths
 from stemdae.dsp.stft import n_frames, stft
 from stemdae.errors import CacheError
 from stemdae.summary import Summary
+from stemdae.writeguard import writing
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +326,12 @@ def _write_group(out: Path, versions: list[_Version], index: pd.DataFrame, feat:
         np.savez(out / "stats.npz", **stats.result())
 
 
+def _cache_bytes(index: pd.DataFrame, feat: FeaturesParams, *, split: str) -> int:
+    """Bytes of one group's caches: raw and stem (and the test split's float32 phase), plus headers."""
+    row_bytes = 2 * np.dtype(feat.dtype).itemsize + (4 if split == "test" else 0)
+    return int(index["n_frames"].sum()) * feat.n_bins * row_bytes + 16 * 1024
+
+
 def _up_to_date(out: Path, index: pd.DataFrame, feat: FeaturesParams, *, split: str) -> bool:
     try:
         cache = open_cache(out, n_bins=feat.n_bins)
@@ -415,9 +422,15 @@ def run(feat: FeaturesParams, paths: Paths, *, params: Params) -> Summary:
                 continue
             tmp = out.with_name(f".{group}.tmp-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
             log.info("features: %s/%s: %d versions", split, group, len(versions))
-            _write_group(tmp, versions, index, feat, split=split)
+            try:
+                # Memory-mapped writes on a full disk die with SIGBUS: the space is checked first.
+                with writing(out, _cache_bytes(index, feat, split=split)):
+                    tmp.mkdir(parents=True)
+                    _write_group(tmp, versions, index, feat, split=split)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             counts["mb_written"] += sum(f.stat().st_size for f in tmp.iterdir()) / 2**20
             _replace_dir(tmp, out)
             counts["written"] += 1

@@ -21,7 +21,10 @@ logged). The error carries ``.file``, ``.reason`` and ``.kind`` (``missing``,
 Writes (``write_wav``, ``write_json``, ``write_text``, ``write_csv``,
 ``save_npy_atomic``) go to a hidden temporary file in the same folder which
 is then renamed over the target (``os.replace``), so a crash never leaves a
-half-written output that a re-run would take for complete.
+half-written output that a re-run would take for complete. A write that
+cannot succeed is a :class:`stemdae.errors.WriteError` naming the file and the
+cause (``no space left on device: need X, have Y``, checked before writing;
+``read-only file system``): see :mod:`stemdae.writeguard`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import soundfile as sf
 
 from stemdae.dsp.resample import resample
 from stemdae.errors import AudioError, CacheError
+from stemdae.writeguard import writing
 
 log = logging.getLogger(__name__)
 
@@ -297,29 +301,47 @@ def _replace(tmp: Path, path: Path) -> None:
         raise
 
 
+_SUBTYPE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+
+
 def write_wav(path: Path | str, x: np.ndarray, sr: int, *, subtype: str = "FLOAT") -> None:
-    """Write ``x`` (``(channels, samples)`` or ``(samples,)``) atomically; format from the suffix."""
+    """Write ``x`` (``(channels, samples)`` or ``(samples,)``) atomically; format from the suffix.
+
+    Raises
+    ------
+    WriteError
+        Not enough space for the file (checked before writing), a read-only file
+        system, or any other failed write, naming ``path``.
+    """
     path = Path(path)
     x = np.asarray(x)
     data = x.T if x.ndim == 2 else x
     fmt = path.suffix.lstrip(".").upper() or "WAV"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        sf.write(tmp, data, sr, subtype=subtype, format=fmt)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    _replace(tmp, path)
+    need = x.size * _SUBTYPE_BYTES.get(subtype, 4) + 1024
+    with writing(path, need):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp(path)
+        try:
+            sf.write(tmp, data, sr, subtype=subtype, format=fmt)
+        except Exception:
+            tmp.unlink(missing_ok=True)
+            raise
+        _replace(tmp, path)
 
 
 def write_text(path: Path | str, text: str) -> None:
-    """Write UTF-8 text atomically."""
+    """Write UTF-8 text atomically (:class:`WriteError` naming ``path`` when it cannot be written)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    tmp.write_text(text, encoding="utf-8")
-    _replace(tmp, path)
+    data = text.encode("utf-8")
+    with writing(path, len(data)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp(path)
+        try:
+            tmp.write_bytes(data)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _replace(tmp, path)
 
 
 def write_json(path: Path | str, data: Any) -> None:
@@ -376,19 +398,28 @@ def read_csv(path: Path | str, required: Sequence[str]) -> list[dict[str, str]]:
 
 
 def save_npy_atomic(path: Path | str, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file, fsync, then rename over ``path``."""
+    """``np.save`` to a temporary file, fsync, then rename over ``path``.
+
+    Raises
+    ------
+    WriteError
+        Not enough space (``2 * n * 4`` bytes for a float32 ``(2, n)`` pair, checked
+        first), a read-only file system or another failed write, naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    _replace(tmp, path)
+    array = np.asarray(array)
+    with writing(path, array.nbytes + 128):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp(path)
+        try:
+            with open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _replace(tmp, path)
 
 
 def npy_header(path: Path | str) -> tuple[tuple[int, ...], np.dtype] | None:

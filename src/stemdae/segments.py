@@ -39,7 +39,7 @@ import numpy as np
 
 from stemdae.config import Params, Paths, SegmentsParams
 from stemdae.dsp.loudness import integrated_lufs, normalize_loudness
-from stemdae.errors import AudioError, CacheError, StemdaeError
+from stemdae.errors import AudioError, CacheError, StemdaeError, WriteError
 from stemdae.io import audio_info, npy_header, read_csv, read_window, save_npy_atomic, write_csv, write_json, write_text
 from stemdae.summary import Summary
 from stemdae.workers import worker_pool
@@ -138,6 +138,8 @@ def _work(task: Task) -> tuple[str, dict[str, Any] | None, tuple[str, str] | Non
     """Worker: ``(pair_id, manifest values, None)`` or ``(pair_id, None, (file, reason))``."""
     try:
         return task.pair_id, cut_pair(task), None
+    except WriteError:
+        raise  # a full or read-only disk stops the stage; it is not this pair's fault
     except StemdaeError as err:
         return task.pair_id, None, (getattr(err, "file", ""), getattr(err, "reason", str(err)))
 

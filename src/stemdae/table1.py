@@ -30,6 +30,7 @@ from stemdae.corpus import Corpus
 from stemdae.corpus.groups import label_group, stem_group
 from stemdae.corpus.medleydb import load_corpus, read_tracklist
 from stemdae.errors import CacheError
+from stemdae.io import write_text
 from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
@@ -281,9 +282,9 @@ def run(params: Params, paths: Paths) -> Summary:
     aug = augmented_counts(paths.pairs_csv, paths.augmented_dir / "manifest.csv", params)
     md_path, json_path = paths.reports_dir / "table1.md", paths.reports_dir / "table1.json"
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(render_markdown(counts, aug, source=str(root),
-                                       tracklist_note=_tracklist_note(tracklist, corpus)))
-    json_path.write_text(json.dumps(_metrics(counts, aug), indent=2) + "\n")
+    write_text(md_path, render_markdown(counts, aug, source=str(root),
+                                        tracklist_note=_tracklist_note(tracklist, corpus)))
+    write_text(json_path, json.dumps(_metrics(counts, aug), indent=2) + "\n")
     summary.counts = {"songs": counts["songs"], "multitracks": counts["multitracks"]}
     for g, grow in counts["groups"].items():
         summary.counts[f"{g}_stems"] = grow["stems"]
