@@ -107,7 +107,7 @@ class ScaledRaw:
 
 
 def use_models(monkeypatch, models: dict):
-    def load(model_dir):
+    def load(model_dir, params=None):
         if model_dir.name not in models:
             raise FileNotFoundError(f"{model_dir}/model.pt: missing")
         return models[model_dir.name]
@@ -257,6 +257,7 @@ def register_eq_model(paths, params, gain: np.ndarray) -> int:
 
     from stemdae import tracking
     from stemdae.model import StackedAutoencoder
+    from stemdae.frontend import FrontEnd
     from stemdae.predictor import save_model
     from stemdae.scaling import Scaler
 
@@ -268,7 +269,8 @@ def register_eq_model(paths, params, gain: np.ndarray) -> int:
         net.output.weight.copy_(torch.diag(torch.as_tensor(gain, dtype=torch.float32)))
         net.output.bias.zero_()
     model_dir = paths.model_dir("bass")
-    pt = save_model(model_dir / "model.pt", net, Scaler("linear", n_bins), group="bass")
+    pt = save_model(model_dir / "model.pt", net, Scaler("linear", n_bins), frontend=FrontEnd.from_params(params),
+                    group="bass")
     tracking.configure(params.tracking, paths.root)
     run_id = tracking.start_group_run(params.tracking, paths.root, group="bass", parent_run_id=None, params_flat={})
     info = tracking.log_model(run_id, pt, n_bins=n_bins, registered_name=f"{params.tracking.registry_prefix}bass")

@@ -11,6 +11,7 @@ from stemdae.config import ModelParams, TrainingParams
 from stemdae.data import EpochBatchSampler, rows_of, split_songs
 from stemdae.errors import ModelError
 from stemdae.model import FINETUNE, StackedAutoencoder, n_parameters, output_activation_for
+from stemdae.frontend import FrontEnd
 from stemdae.predictor import load_predictor, read_model_file, save_model
 from stemdae.scaling import Scaler, fit_scaler, stream_stats
 from stemdae.train import DAEModule, plan_phases
@@ -130,9 +131,10 @@ def test_stream_stats_match_numpy_and_rows(rng):
 def test_predictor_save_load_and_predict(tmp_path, rng):
     net = StackedAutoencoder(33, [16, 16], 0.5, "identity")
     scaler = fit_scaler("log_standardized", rng.random((50, 33)), rng.random((50, 33)))
-    save_model(tmp_path / "bass" / "model.pt", net, scaler, group="bass", features={"n_fft": 64, "hop": 16})
+    fe = FrontEnd(sr=8000, n_fft=64, hop=16, target_lufs=-23.0, window_s=10.0, peak_ceiling_dbfs=-1.0)
+    save_model(tmp_path / "bass" / "model.pt", net, scaler, frontend=fe, group="bass")
     pred = load_predictor(tmp_path / "bass")
-    assert pred.meta["group"] == "bass" and not pred.training
+    assert pred.meta["group"] == "bass" and not pred.training and pred.frontend == fe
     mag = rng.random((20001, 33)).astype(np.float32)  # more than one inference batch
     out = pred.predict_magnitude(mag)
     assert out.shape == mag.shape and out.dtype == np.float32 and (out >= 0).all()

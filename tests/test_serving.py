@@ -26,10 +26,9 @@ import stemdae
 from stemdae.config import Params, Paths, TrackingParams
 from stemdae.dsp.stft import istft, magnitude_phase
 from stemdae.errors import ModelError
-from stemdae.process import input_gain_db, load_model, resolve_model, settings_for
-from stemdae.stream import LoudnessMeter
+from stemdae.inference import load_model, resolve_model
 
-from test_process import make_model, noise
+from test_process import make_model, noise, training_gain
 
 SERVE_TIMEOUT_S = 120
 
@@ -118,11 +117,9 @@ def test_served_magnitudes_rebuild_the_python_api_output(registry, server):
     predictor = load_model(str(root / "models" / "vocal"))
     sr = 44100
     x = noise(sr // 2, seed=7)  # 0.5 s: 22 frames
-    # What `process` does before the model: loudness-normalise, STFT.
-    meter = LoudnessMeter(sr)
-    meter.update(x)
-    st = settings_for(predictor, params)
-    gain = 10 ** (input_gain_db(meter.lufs(), meter.peak, st) / 20)
+    # What `process` does before the model: the training segments' loudness gain, STFT.
+    assert predictor.frontend.window_s * sr > x.size  # the whole input is its loudest window
+    gain = training_gain(x, sr)
     mag, phase = magnitude_phase((x * gain).astype(np.float32), n_fft=2048, hop=1024)
 
     status, body = _post(server, {"inputs": mag.T.tolist()})
@@ -146,7 +143,7 @@ def test_served_audio_input(registry, server):
     from mlflow.models import get_model_info
 
     sig = get_model_info(uri).signature
-    assert {p.name for p in sig.params.params} == {"input", "sr", "restore_loudness", "phase"}
+    assert {p.name for p in sig.params.params} == {"input", "sr", "restore_loudness", "phase", "channels"}
     x = noise(30000, seed=3)
     status, body = _post(server, {"inputs": [x.tolist()], "params": {"input": "audio", "sr": 48000}})
     assert status == 200, body

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from stemdae import tracking
 from stemdae.config import Paths, TrackingParams
 from stemdae.errors import TrackingError
+from stemdae.inference.models import load_model
 from stemdae.predictor import load_predictor
 from stemdae.train import run
 from test_train import make_cache, tiny_params
@@ -115,6 +116,7 @@ def test_training_run_logs_everything_and_registers_versions(tmp_path, monkeypat
     assert tracking.get_alias_version("stemdae-bass", "champion") is None
     tracking.set_alias("stemdae-bass", 2, "champion")
     assert tracking.get_alias_version("stemdae-bass", "champion") == 2
-    assert np.allclose(load_predictor("models:/stemdae-bass@champion").predict_magnitude(batch), local, atol=1e-6)
+    champion = load_model("models:/stemdae-bass@champion", params=params, paths=Paths(tmp_path))
+    assert np.allclose(champion.predict_magnitude(batch), local, atol=1e-6)
     tracking.log_metrics_to_run(info["run_id"], {"test/spectral_mae": 0.5, "bad": float("nan")})
     assert client.get_run(info["run_id"]).data.metrics["test/spectral_mae"] == 0.5

@@ -10,8 +10,9 @@ __all__ = ["__version__", "process"]
 
 
 def __getattr__(name):  # lazy: importing stemdae must not import torch
+    # No submodule is named ``process`` (importing one would replace this attribute with the module).
     if name == "process":
-        from stemdae.process import process
+        from stemdae.inference.api import process
 
         return process
     raise AttributeError(name)

@@ -152,9 +152,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from stemdae.process import process_files
+    from stemdae.config import Params
+    from stemdae.inference.batch import process_files
 
-    params = _params(args)
+    # The model file carries its own front end: params.yaml only locates a registered model,
+    # so processing with --model works anywhere (the built-in defaults stand in for a missing file).
+    default_missing = args.params == "params.yaml" and not Path(args.params).is_file()
+    params = Params() if default_missing else _params(args)
     report = process_files(
         [Path(x) for x in args.inputs],
         group=args.group,
@@ -163,8 +167,10 @@ def cmd_process(args: argparse.Namespace) -> int:
         model=args.model,
         out=Path(args.output) if args.output else None,
         jobs=args.jobs,
+        device=args.device,
         restore_loudness=args.restore_loudness,
         phase=args.phase,
+        channels=args.channels,
     )
     print(report.text())
     return report.exit_code
@@ -254,12 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("process", help="process new recordings with a trained group model")
     s.add_argument("inputs", nargs="+", help="audio files, folders or globs")
-    s.add_argument("--group", required=True, help="instrument group (bass, guitar, vocal, keys)")
+    s.add_argument("--group", default=None,
+                   help="instrument group (bass, guitar, vocal, keys); default: the group --model was trained for")
     s.add_argument("--model", default=None,
                    help="MLflow model URI or local model dir (default: models:/stemdae-<group>@champion, else latest)")
-    s.add_argument("-o", "--output", default=None, help="output file (one input) or folder")
-    s.add_argument("-j", "--jobs", type=int, default=0, help="parallel files (0 = all cores)")
-    s.add_argument("--restore-loudness", action="store_true", help="give the output the input's loudness")
+    s.add_argument("-o", "--output", default=None,
+                   help="output file (one input; .wav, .flac or .ogg) or folder; never one of the inputs")
+    s.add_argument("-j", "--jobs", type=int, default=0, help="parallel files on the CPU (0 = all cores)")
+    s.add_argument("--channels", choices=["same", "mono", "stereo"], default="same",
+                   help="output layout: the input's (default; every channel with the same gain), mono or stereo")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    s.add_argument("--restore-loudness", action="store_true", help="undo the input gain: keep the input's level")
     s.add_argument("--phase", choices=["raw", "griffinlim"], default="raw",
                    help="phase for the output: the raw input's (default, as the paper) or Griffin-Lim")
     s.set_defaults(func=cmd_process)

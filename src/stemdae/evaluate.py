@@ -34,7 +34,7 @@ from stemdae import baselines, chaincheck
 from stemdae.config import Params, Paths
 from stemdae.dsp import metrics as M
 from stemdae.dsp.stft import istft, magnitude_phase
-from stemdae.errors import StemdaeError
+from stemdae.errors import ModelError, StemdaeError
 from stemdae.io import write_text
 from stemdae.summary import Summary
 
@@ -79,10 +79,17 @@ def _open(path: Path, n_bins: int):
     return open_cache(path, n_bins=n_bins)
 
 
-def _load_predictor(model_dir: Path):
+def _load_predictor(model_dir: Path, params: Params):
+    """The group's model; its saved front end must be the one the test features were made with."""
+    from stemdae.frontend import FrontEnd
     from stemdae.predictor import load_predictor
 
-    return load_predictor(model_dir)
+    predictor = load_predictor(model_dir)
+    want = FrontEnd.from_params(params)
+    if predictor.frontend != want:
+        raise ModelError(f"{model_dir}/model.pt: trained with front end {predictor.frontend}, but the features "
+                         f"are made with {want}; retrain (`dvc repro`)")
+    return predictor
 
 
 def _pair_meta(paths: Paths) -> pd.DataFrame:
@@ -209,7 +216,7 @@ def evaluate_group(group: str, params: Params, paths: Paths) -> GroupResult:
     predictor = None
     model_dir = paths.model_dir(group)
     try:
-        predictor = _load_predictor(model_dir)
+        predictor = _load_predictor(model_dir, params)
     except Exception as err:  # missing files, a torch state-dict mismatch, ...: all mean "no model"
         res.messages.append(f"{model_dir}: no usable model ({type(err).__name__}: {err}); "
                             "only the baselines are evaluated")

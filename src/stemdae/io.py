@@ -42,6 +42,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import soundfile as sf
 
+from stemdae.dsp.channels import downmix
 from stemdae.dsp.resample import resample
 from stemdae.errors import AudioError, CacheError
 from stemdae.writeguard import writing
@@ -191,8 +192,8 @@ def _aligned_margin(available: int, sr_in: int, sr_out: int) -> int:
 
 
 def _downmix(x: np.ndarray) -> np.ndarray:
-    """``(channels, n)`` -> ``(1, n)`` float32, the mean of the channels."""
-    return x if x.shape[0] == 1 else x.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
+    """``(channels, n)`` -> ``(1, n)`` float32, the mean of the channels (:func:`stemdae.dsp.channels.downmix`)."""
+    return x if x.shape[0] == 1 else downmix(x)[None, :]
 
 
 def read_window(path: Path | str, *, start_s: float, duration_s: float, target_sr: int | None = None,
@@ -235,11 +236,28 @@ def read_window(path: Path | str, *, start_s: float, duration_s: float, target_s
     if target_sr is None or target_sr == info.sr:
         x = read_frames(path, start=start, frames=n, nonfinite=nonfinite)[0]
         return _downmix(x) if mono else x
-    left = _aligned_margin(start, info.sr, target_sr)
-    right = min(round(RESAMPLE_MARGIN_S * info.sr), info.frames - start - n)
+    left, right = window_margins(start, n, info.frames, info.sr, target_sr)
     x, _ = read_frames(path, start=start - left, frames=left + n + right, nonfinite=nonfinite)
-    y = resample(_downmix(x) if mono else x, info.sr, target_sr)
-    offset, n_out = left * target_sr // info.sr, round(duration_s * target_sr)
+    return resample_window(_downmix(x) if mono else x, info.sr, target_sr, left=left, duration_s=duration_s)
+
+
+def window_margins(start: int, n: int, total: int, sr: int, target_sr: int) -> tuple[int, int]:
+    """Real signal to read either side of samples ``start .. start + n`` (of ``total``) before resampling.
+
+    Up to 50 ms each side; the left margin maps to a whole number of output samples.
+    """
+    return _aligned_margin(start, sr, target_sr), min(round(RESAMPLE_MARGIN_S * sr), total - start - n)
+
+
+def resample_window(x: np.ndarray, sr: int, target_sr: int, *, left: int, duration_s: float) -> np.ndarray:
+    """Resample ``x (channels, left + n + right)`` (a window with :func:`window_margins`) and cut the window.
+
+    The result equals cutting the resampled whole signal; its length is exactly
+    ``round(duration_s * target_sr)``. Used by :func:`read_window` and by
+    ``stemdae process`` on arrays, so both cut windows alike.
+    """
+    y = resample(x, sr, target_sr)
+    offset, n_out = left * target_sr // sr, round(duration_s * target_sr)
     y = y[:, offset:offset + n_out]
     if y.shape[1] < n_out:  # the window ends at the file's end: rounding may leave one sample
         y = np.pad(y, ((0, 0), (0, n_out - y.shape[1])))
@@ -273,7 +291,7 @@ def frame_energies_file(path: Path | str, *, hop: int,
         try:
             for block in f.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
                 total += block.shape[0]
-                mono = _finite(path, block, nonfinite).mean(axis=1, dtype=np.float64)
+                mono = downmix(_finite(path, block, nonfinite), axis=1, dtype=np.float64)
                 mono = np.concatenate([carry, mono]) if carry.size else mono
                 n = (mono.shape[0] // hop) * hop
                 frames = mono[:n].reshape(-1, hop)

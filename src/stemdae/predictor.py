@@ -1,16 +1,21 @@
-"""Inference: a trained group model (network + scaler) mapping linear magnitudes to magnitudes.
+"""Inference: a trained group model (network + scaler + front end) mapping linear magnitudes to magnitudes.
 
-``model.pt`` (written by :func:`save_model`, read by :func:`load_predictor`)
-is a ``torch.save`` dict of plain data, loadable with ``weights_only=True``::
+``model.pt`` (written by :func:`save_model`, read by :func:`read_model_file`)
+is a ``torch.save`` dict of plain data (tensors, dicts, lists, str, numbers),
+loaded with ``torch.load(weights_only=True)``, so reading a model file runs no
+pickled code::
 
-    {"format": "stemdae-model/1", "group": str, "model": StackedAutoencoder.config(),
+    {"format": "stemdae-model/2", "group": str, "model": StackedAutoencoder.config(),
      "model_params": ModelParams dict, "state_dict": ..., "scaler": Scaler.to_dict(),
-     "features": {"n_fft", "hop", "sr", "n_bins"}}
+     "frontend": FrontEnd.to_dict(), "trained_on": TrainedOn.to_dict()}
 
-Sources for :func:`load_predictor`: a ``models/<group>`` folder, a
-``model.pt`` file, or an MLflow model URI (``models:/stemdae-bass/3``,
-``models:/stemdae-bass@champion``, ``runs:/<id>/model``, ``models:/m-...``),
-which :mod:`stemdae.tracking` downloads (imported lazily: only URIs need MLflow).
+The front end (:class:`stemdae.frontend.FrontEnd`) is the contract between
+training and every consumer: rate, STFT, mono rule and loudness rule.
+Files of format 1 (no front end) are refused with a one-line
+:class:`~stemdae.errors.ModelError` asking for a retrain.
+
+MLflow URIs are resolved by :mod:`stemdae.inference.models`; this module reads
+local files only (no import of :mod:`stemdae.tracking`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from torch import nn
 
 from stemdae.errors import ModelError
+from stemdae.frontend import FrontEnd, TrainedOn
 from stemdae.model import StackedAutoencoder
 from stemdae.scaling import Scaler
 
@@ -31,9 +37,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FORMAT", "MODEL_FILE", "Predictor", "load_predictor", "read_model_file", "save_model"]
 
-FORMAT = "stemdae-model/1"
+FORMAT = "stemdae-model/2"
 MODEL_FILE = "model.pt"
-_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
 
 
 class Predictor(nn.Module):
@@ -45,22 +50,35 @@ class Predictor(nn.Module):
         The :class:`~stemdae.model.StackedAutoencoder`.
     scaler
         The :class:`~stemdae.scaling.Scaler` it was trained with.
+    frontend
+        The :class:`~stemdae.frontend.FrontEnd` it was trained with (None for a bare network in tests).
     meta
-        The rest of ``model.pt`` (``group``, ``features``, ``model_params``).
+        The rest of ``model.pt`` (``group``, ``model_params``, ``trained_on``).
     """
 
     def __init__(self, net: StackedAutoencoder, scaler: Scaler, meta: dict[str, Any] | None = None,
-                 *, batch_frames: int = 8192) -> None:
+                 *, frontend: FrontEnd | None = None, batch_frames: int = 8192) -> None:
         super().__init__()
         if scaler.n_bins != net.n_bins:
             raise ModelError(f"scaler has {scaler.n_bins} bins, the network {net.n_bins}")
-        self.net, self.scaler, self.meta = net, scaler, dict(meta or {})
+        if frontend is not None and frontend.n_bins != net.n_bins:
+            raise ModelError(f"the network takes {net.n_bins} bins per frame, but its front end's "
+                             f"n_fft={frontend.n_fft} gives {frontend.n_bins}")
+        self.net, self.scaler, self.meta, self.frontend = net, scaler, dict(meta or {}), frontend
         self.batch_frames = int(batch_frames)
         self.eval()
 
     @property
     def n_bins(self) -> int:
         return self.net.n_bins
+
+    @property
+    def group(self) -> str | None:
+        return self.meta.get("group")
+
+    @property
+    def trained_on(self) -> TrainedOn | None:
+        return TrainedOn.from_dict(self.meta.get("trained_on"))
 
     @property
     def device(self) -> torch.device:
@@ -103,24 +121,34 @@ class Predictor(nn.Module):
         return out
 
 
-def save_model(path: str | Path, net: StackedAutoencoder, scaler: Scaler, **meta: Any) -> Path:
-    """Write ``model.pt`` (see the module docstring); returns the path."""
+def save_model(path: str | Path, net: StackedAutoencoder, scaler: Scaler, *, frontend: FrontEnd,
+               trained_on: TrainedOn | None = None, **meta: Any) -> Path:
+    """Write ``model.pt`` (see the module docstring) atomically; returns the path.
+
+    ``meta``: more plain data (``group``, ``model_params``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if frontend.n_bins != net.n_bins:
+        raise ModelError(f"{path}: the network takes {net.n_bins} bins, the front end gives {frontend.n_bins}")
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    record = {"format": FORMAT, "model": net.config(), "state_dict": state, "scaler": scaler.to_dict(),
+              "frontend": frontend.to_dict(), **meta}
+    if trained_on is not None:
+        record["trained_on"] = trained_on.to_dict()
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "model": net.config(), "state_dict": state, "scaler": scaler.to_dict(), **meta}, tmp)
+    torch.save(record, tmp)
     tmp.replace(path)
     return path
 
 
 def read_model_file(path: str | Path) -> Predictor:
-    """Load a ``model.pt`` into a :class:`Predictor` on the CPU.
+    """Load a ``model.pt`` into a :class:`Predictor` on the CPU (``weights_only=True``: no pickled code).
 
     Raises
     ------
     ModelError
-        Missing or unreadable file, unknown format, or weights that do not fit.
+        Missing or unreadable file, unknown or old format, no front end, or weights that do not fit.
     """
     path = Path(path)
     if not path.is_file():
@@ -128,47 +156,39 @@ def read_model_file(path: str | Path) -> Predictor:
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt file
-        raise ModelError(f"{path}: not a readable model file ({type(err).__name__}: {err})") from None
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        found = d.get("format") if isinstance(d, dict) else type(d).__name__
+        raise ModelError(f"{path}: not a readable model file ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+                         ) from None
+    found = d.get("format") if isinstance(d, dict) else type(d).__name__
+    if found == "stemdae-model/1":
+        raise ModelError(f"{path}: written by an older stemdae without a front-end record (format {found!r}); "
+                         "retrain it with `stemdae train --group <group>`")
+    if found != FORMAT:
         raise ModelError(f"{path}: expected format {FORMAT!r}, found {found!r}")
+    frontend = FrontEnd.from_dict(d.get("frontend"), where=str(path))
     try:
         net = StackedAutoencoder.from_config(d["model"])
         net.load_state_dict(d["state_dict"])
         scaler = Scaler.from_dict(d["scaler"])
-    except (KeyError, RuntimeError, ValueError) as err:
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise ModelError(f"{path}: model does not match its config ({err})") from None
-    meta = {k: v for k, v in d.items() if k not in ("state_dict", "scaler", "format")}
-    return Predictor(net, scaler, meta)
+    meta = {k: v for k, v in d.items() if k not in ("state_dict", "scaler", "format", "frontend")}
+    try:
+        return Predictor(net, scaler, meta, frontend=frontend)
+    except ModelError as err:
+        raise ModelError(f"{path}: {err}") from None
 
 
 def load_predictor(source: str | Path, *, device: str | torch.device | None = None) -> Predictor:
-    """A :class:`Predictor` from a model folder, a ``model.pt`` or an MLflow model URI.
-
-    Parameters
-    ----------
-    source
-        ``models/<group>``, ``models/<group>/model.pt``, or an MLflow URI such as
-        ``models:/stemdae-bass/3``, ``models:/stemdae-bass@champion``, ``runs:/<id>/model``.
-        URIs are resolved against the tracking URI already configured
-        (``stemdae.tracking.configure``).
-    device
-        Where to put it (default CPU).
+    """A :class:`Predictor` from a ``models/<group>`` folder or a ``model.pt`` (MLflow URIs: ``stemdae.inference``).
 
     Raises
     ------
     ModelError
         Nothing usable at ``source``.
     """
-    s = str(source)
-    if s.startswith(_URI_SCHEMES):
-        from stemdae import tracking  # lazy: the one place predictor needs MLflow
-
-        path = tracking.download_model_file(s)
-    else:
-        path = Path(source)
-        if path.is_dir():
-            path = path / MODEL_FILE
+    path = Path(source)
+    if path.is_dir():
+        path = path / MODEL_FILE
     pred = read_model_file(path)
     if device is not None:
         pred.to(device)

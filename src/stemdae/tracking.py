@@ -359,25 +359,14 @@ def write_run_info(model_dir: str | Path, info: dict[str, Any]) -> Path:
 # ------------------------------------------------------------------ the model
 
 
-class StemdaePyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc flavour, two inputs chosen by the ``input`` param (see :func:`model_signature`).
+def pyfunc_code() -> Path:
+    """The models-from-code file of the pyfunc (:mod:`stemdae.inference.pyfunc`), found without importing it."""
+    import importlib.util
 
-    - ``input="magnitude"`` (default): float32 ``(frames, n_bins)`` linear magnitudes
-      in, the predicted stem magnitudes out, same shape;
-    - ``input="audio"``: ``(channels, samples)`` at ``sr`` in, ``(1, samples)``
-      processed audio out, exactly as :func:`stemdae.process` (raw phase,
-      loudness normalised in; ``restore_loudness`` and ``phase`` params too).
-    """
-
-    def load_context(self, context) -> None:
-        from stemdae.predictor import read_model_file
-
-        self.predictor = read_model_file(context.artifacts["model_pt"])
-
-    def predict(self, context, model_input, params=None):
-        from stemdae.process import serve_predict
-
-        return serve_predict(self.predictor, model_input, params)
+    spec = importlib.util.find_spec("stemdae.inference.pyfunc")
+    if spec is None or spec.origin is None:  # pragma: no cover - an installed stemdae always has it
+        raise ModelError("stemdae.inference.pyfunc: not found; reinstall stemdae")
+    return Path(spec.origin)
 
 
 def model_signature(n_bins: int) -> ModelSignature:
@@ -392,6 +381,7 @@ def model_signature(n_bins: int) -> ModelSignature:
         ParamSpec("sr", "long", 44100),
         ParamSpec("restore_loudness", "boolean", False),
         ParamSpec("phase", "string", "raw"),
+        ParamSpec("channels", "string", "same"),
     ])
     tensor = Schema([TensorSpec(np.dtype(np.float32), (-1, -1))])
     return ModelSignature(inputs=tensor, outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
@@ -400,6 +390,10 @@ def model_signature(n_bins: int) -> ModelSignature:
 
 def log_model(run_id: str, model_pt: Path, *, n_bins: int, registered_name: str | None) -> dict[str, Any]:
     """Log ``model.pt`` as a pyfunc model of ``run_id`` and register a new version.
+
+    The model is logged *as code* (:func:`pyfunc_code`, MLflow's models from
+    code): loading it runs that file and reads ``model.pt`` with
+    ``weights_only=True``; no cloudpickled object is stored or loaded.
 
     Returns
     -------
@@ -412,8 +406,9 @@ def log_model(run_id: str, model_pt: Path, *, n_bins: int, registered_name: str 
     reqs = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT, python_model=StemdaePyfunc(), artifacts={"model_pt": str(model_pt)},
+            name=MODEL_ARTIFACT, python_model=str(pyfunc_code()), artifacts={"model_pt": str(model_pt)},
             signature=model_signature(n_bins), registered_model_name=registered_name, pip_requirements=reqs,
+            input_example=np.zeros((1, n_bins), np.float32),
         )
     # start_run(run_id=...) ends the run on exit: the caller's finish_run sets the final status.
     MlflowClient().update_run(run_id, status="RUNNING")

@@ -50,6 +50,7 @@ from stemdae.data import GroupDataModule
 from stemdae.errors import CacheError
 from stemdae.features import open_cache
 from stemdae.model import FINETUNE, StackedAutoencoder, n_parameters, output_activation_for
+from stemdae.frontend import FrontEnd, TrainedOn
 from stemdae.predictor import MODEL_FILE, save_model
 from stemdae.scaling import Scaler, fit_scaler
 from stemdae.summary import Summary
@@ -405,7 +406,7 @@ def fit_group(params: Params, group: str, paths: Paths, *, model: ModelParams | 
     if not rank0:
         return result
     module.net.cpu().eval()
-    _write_model_dir(model_dir, module, params, group, model, t, metrics)
+    _write_model_dir(model_dir, module, params, paths, group, model, t, metrics)
     if tracking is not None:
         register = tracking_register(params, register_model)
         info = _log_to_mlflow(tracking, run_id, module, params, paths, group, history, metrics, model_dir, register)
@@ -420,12 +421,13 @@ def tracking_register(params: Params, register_model: bool | None) -> bool:
     return params.tracking.log_models if register_model is None else register_model
 
 
-def _write_model_dir(model_dir: Path, module: DAEModule, params: Params, group: str, model: ModelParams,
-                     t: TrainingParams, metrics: dict[str, Any]) -> None:
+def _write_model_dir(model_dir: Path, module: DAEModule, params: Params, paths: Paths, group: str,
+                     model: ModelParams, t: TrainingParams, metrics: dict[str, Any]) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     f = params.features
-    save_model(model_dir / MODEL_FILE, module.net, module.scaler, group=group, model_params=model.model_dump(),
-               features={"n_fft": f.n_fft, "hop": f.hop, "sr": params.segments.sr, "n_bins": f.n_bins})
+    trained_on = TrainedOn.of_corpus(paths.corpus_root(params.corpus), paths.root / "data.dvc")
+    save_model(model_dir / MODEL_FILE, module.net, module.scaler, frontend=FrontEnd.from_params(params),
+               trained_on=trained_on, group=group, model_params=model.model_dump())
     resolved = {"group": group, "model": model.model_dump(), "training": t.model_dump(exclude={"profiles"}),
                 "features": f.model_dump(), "sr": params.segments.sr, "params": params.model_dump(mode="json"),
                 "metrics": metrics}

@@ -27,7 +27,7 @@ import numpy as np
 
 from stemdae.errors import AudioError
 
-__all__ = ["MIN_DURATION_S", "integrated_lufs", "normalize_loudness"]
+__all__ = ["MIN_DURATION_S", "integrated_lufs", "k_weighting_filters", "normalize_loudness"]
 
 #: BS.1770's gating block: shorter signals have no integrated loudness.
 MIN_DURATION_S = 0.4
@@ -53,6 +53,19 @@ def _as_frames(x: np.ndarray, sr: int) -> np.ndarray:
     if not np.all(np.isfinite(frames)):
         raise AudioError("loudness: signal contains NaN or infinite samples")
     return frames
+
+
+def k_weighting_filters(sr: int) -> list:
+    """The BS.1770 K-weighting at ``sr`` as pyloudnorm designs it (and :func:`integrated_lufs` applies it).
+
+    Two ``pyloudnorm.iirfilter.IIRfilter``: a +4 dB high shelf at 1.5 kHz and a
+    38 Hz high-pass; each has ``b``, ``a``, ``passband_gain`` and ``apply_filter``.
+    The only K-weighting of this package (``metrics`` uses it for short-term
+    loudness and the K-weighted spectral comparisons).
+    """
+    from pyloudnorm.iirfilter import IIRfilter
+
+    return [IIRfilter(4.0, 1 / math.sqrt(2), 1500.0, sr, "high_shelf"), IIRfilter(0.0, 0.5, 38.0, sr, "high_pass")]
 
 
 def integrated_lufs(x: np.ndarray, sr: int) -> float:

@@ -37,6 +37,9 @@ import numpy as np
 import scipy.signal
 import scipy.stats
 
+from stemdae.dsp.loudness import k_weighting_filters
+from stemdae.dsp.stft import stft
+
 EPS = 1e-12
 LUFS_FLOOR = -70.0
 
@@ -89,15 +92,11 @@ def log_spectral_distance(est: np.ndarray, ref: np.ndarray, *, floor_db: float =
 
 
 def stft_magnitude(x: np.ndarray, *, n_fft: int, hop: int) -> np.ndarray:
-    """Hann STFT magnitude with centre (zero) padding, shape ``(frames, n_fft // 2 + 1)``."""
+    """Hann STFT magnitude with centre (zero) padding, shape ``(frames, n_fft // 2 + 1)`` (:func:`stemdae.dsp.stft.stft`)."""
     x = np.asarray(x, dtype=np.float64)
-    pad = n_fft // 2
-    xp = np.pad(x, (pad, pad))
-    if xp.size < n_fft:
-        xp = np.pad(xp, (0, n_fft - xp.size))
-    frames = np.lib.stride_tricks.sliding_window_view(xp, n_fft)[::hop]
-    window = scipy.signal.get_window("hann", n_fft, fftbins=True)
-    return np.abs(np.fft.rfft(frames * window, axis=-1))
+    if x.size < 2:
+        x = np.pad(x, (0, 2 - x.size))
+    return np.abs(stft(x, n_fft=n_fft, hop=hop, pad_mode="constant")).T
 
 
 def mrstft_distance(est: np.ndarray, ref: np.ndarray, *, ffts: Sequence[int] = (512, 1024, 2048)) -> float:
@@ -163,17 +162,10 @@ def crest_factor_db(x: np.ndarray) -> float:
 # ------------------------------------------------------------------ loudness
 
 
-def _k_filters(sr: int):
-    from pyloudnorm.iirfilter import IIRfilter
-
-    # The BS.1770 K-weighting as pyloudnorm designs it for any sample rate.
-    return [IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, sr, "high_shelf"), IIRfilter(0.0, 0.5, 38.0, sr, "high_pass")]
-
-
 def k_weighting_power(freqs_hz: np.ndarray, *, sr: int) -> np.ndarray:
     """Power response ``|K(f)|²`` of the BS.1770 K-weighting at ``freqs_hz``."""
     h = np.ones(len(freqs_hz), dtype=complex)
-    for f in _k_filters(sr):
+    for f in k_weighting_filters(sr):
         _, hf = scipy.signal.freqz(f.b, f.a, worN=np.asarray(freqs_hz, dtype=np.float64), fs=sr)
         h *= hf * f.passband_gain
     return np.abs(h) ** 2
@@ -192,7 +184,7 @@ def integrated_lufs(x: np.ndarray, *, sr: int) -> float:
 def short_term_lufs(x: np.ndarray, *, sr: int, window_s: float = 3.0, hop_s: float = 0.1) -> np.ndarray:
     """K-weighted loudness of ``window_s`` windows every ``hop_s`` (ungated), in LUFS."""
     y = np.asarray(x, dtype=np.float64)
-    for f in _k_filters(sr):
+    for f in k_weighting_filters(sr):
         y = f.apply_filter(y)
     win = min(int(window_s * sr), y.size)
     hop = max(1, int(hop_s * sr))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["resample", "resampled_length"]
+__all__ = ["Resampler", "resample", "resampled_length"]
 
 
 def resampled_length(n_samples: int, sr_in: int, sr_out: int) -> int:
@@ -76,3 +76,26 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     else:
         y = np.concatenate([y, np.zeros((*y.shape[:-1], n_out - y.shape[-1]), dtype)], axis=-1)
     return np.ascontiguousarray(y, dtype=dtype)
+
+
+class Resampler:
+    """soxr 'HQ' resampling of a mono stream (chunk by chunk); a pass-through when the rates are equal.
+
+    soxr's stream output does not depend on how the input is chunked. The
+    caller trims or pads the total to the length it wants (soxr's total may
+    differ from :func:`resampled_length` by a sample).
+    """
+
+    def __init__(self, sr_in: int, sr_out: int) -> None:
+        self.sr_in, self.sr_out = int(sr_in), int(sr_out)
+        self._stream = None
+        if self.sr_in != self.sr_out:
+            import soxr
+
+            self._stream = soxr.ResampleStream(self.sr_in, self.sr_out, 1, dtype="float32", quality="HQ")
+
+    def push(self, x: np.ndarray, *, last: bool = False) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._stream is None:
+            return x
+        return self._stream.resample_chunk(x, last=last)

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-__all__ = ["hann", "istft", "magnitude_phase", "n_frames", "stft"]
+__all__ = ["frame_spectra", "hann", "istft", "magnitude_phase", "n_frames", "overlap_add", "stft", "synth_frames"]
 
 PadMode = Literal["reflect", "constant"]
 
@@ -90,9 +90,30 @@ def stft(x: np.ndarray, *, n_fft: int, hop: int, pad_mode: PadMode = "reflect") 
     dtype = np.float32 if x.dtype == np.float32 else np.float64
     pad = [(0, 0)] * (x.ndim - 1) + [(n_fft // 2, n_fft // 2)]
     padded = np.pad(x.astype(dtype, copy=False), pad, mode=pad_mode)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop, :]
-    spec = scipy.fft.rfft(frames * hann(n_fft).astype(dtype), axis=-1)  # (..., frames, bins)
+    spec = frame_spectra(padded, n_fft=n_fft, hop=hop, window=hann(n_fft).astype(dtype))  # (..., frames, bins)
     return np.swapaxes(spec, -1, -2).astype(np.complex64, copy=False)
+
+
+def frame_spectra(padded: np.ndarray, *, n_fft: int, hop: int, window: np.ndarray) -> np.ndarray:
+    """Spectra of the frames of an already padded signal: the one analysis step of every STFT here.
+
+    ``padded (..., samples)`` -> ``(..., frames, bins)``, frames every ``hop``
+    samples from sample 0 (as many as fit). :func:`stft` (batch) and
+    :class:`stemdae.dsp.stream.FrameProcessor` (streaming) both call it.
+    """
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop, :]
+    return scipy.fft.rfft(frames * window, axis=-1)
+
+
+def synth_frames(spec: np.ndarray, *, n_fft: int, window: np.ndarray) -> np.ndarray:
+    """Windowed time frames of spectra ``(..., frames, bins)`` -> ``(..., frames, n_fft)``: the synthesis step.
+
+    Overlap-add them (:func:`overlap_add`) and divide by the overlap-added
+    squared window to invert :func:`frame_spectra` (:func:`istft` does both).
+    """
+    frames = scipy.fft.irfft(spec, n=n_fft, axis=-1)
+    frames *= window
+    return frames
 
 
 def magnitude_phase(
@@ -110,8 +131,10 @@ def magnitude_phase(
     return np.abs(spec).astype(np.float32), np.angle(spec).astype(np.float32)
 
 
-def _overlap_add(frames: np.ndarray, *, hop: int, n_out: int) -> np.ndarray:
+def overlap_add(frames: np.ndarray, *, hop: int, n_out: int | None = None) -> np.ndarray:
     """Sum ``frames (..., n_frames, n_fft)`` placed every ``hop`` samples into ``(..., n_out)``.
+
+    ``n_out`` None: exactly the span of the frames, ``(n_frames - 1) * hop + n_fft``.
 
     Vectorised by cutting each frame into ``ceil(n_fft / hop)`` hop-long blocks:
     one add per block offset instead of one per frame.
@@ -125,6 +148,8 @@ def _overlap_add(frames: np.ndarray, *, hop: int, n_out: int) -> np.ndarray:
     for j in range(n_blocks):
         out[..., j : j + count, :] += blocks[..., :, j, :]
     out = out.reshape(*lead, -1)
+    if n_out is None:
+        return out[..., : (count - 1) * hop + n_fft]
     if out.shape[-1] < n_out:
         out = np.concatenate([out, np.zeros((*lead, n_out - out.shape[-1]), out.dtype)], axis=-1)
     return out[..., :n_out]
@@ -170,11 +195,11 @@ def istft(mag: np.ndarray, phase: np.ndarray, *, n_fft: int, hop: int, length: i
         raise ValueError(f"istft: expected length >= 0 and hop >= 1, found {length} and {hop}")
     spec = np.swapaxes(mag * np.exp(1j * phase.astype(np.float64)), -1, -2)  # (..., frames, bins)
     window = hann(n_fft)
-    frames = scipy.fft.irfft(spec, n=n_fft, axis=-1) * window
+    frames = synth_frames(spec, n_fft=n_fft, window=window)
     count = frames.shape[-2]
     start = n_fft // 2
-    y = _overlap_add(frames, hop=hop, n_out=start + length)
-    wss = _overlap_add(np.broadcast_to(window**2, (count, n_fft)), hop=hop, n_out=start + length)
+    y = overlap_add(frames, hop=hop, n_out=start + length)
+    wss = overlap_add(np.broadcast_to(window**2, (count, n_fft)), hop=hop, n_out=start + length)
     nonzero = wss > np.finfo(np.float64).tiny
     y[..., nonzero] /= wss[nonzero]
     return y[..., start:].astype(np.float32)
