@@ -332,7 +332,7 @@ def test_batch_glob_single_output_and_unwritable(model_dir, tmp_path):
     (tmp_path / "blocker").write_text("a file where a folder should be")
     bad = process_files([tmp_path / "in" / "a.wav"], group="vocal", params=Params(), paths=Paths(tmp_path),
                         model=str(model_dir), out=tmp_path / "blocker" / "x.wav", jobs=1)
-    assert bad.exit_code == 1 and "cannot write the output" in bad.skips[0].reason
+    assert bad.exit_code == 1 and "blocker/x.wav: cannot write" in bad.skips[0].reason
     one = process_files([tmp_path / "in" / "a.wav"], group="vocal", params=Params(), paths=Paths(tmp_path),
                         model=str(model_dir), out=tmp_path / "named.wav", jobs=1)
     assert one.exit_code == 0 and (tmp_path / "named.wav").is_file()

@@ -9,12 +9,12 @@ Safety rules (README, "Safety"):
   renamed over it when complete; such files left by a killed run (their pid
   no longer alive) are removed by the next run (:func:`remove_stale_temps`);
 - operating-system errors while writing are one line naming the file and the
-  cause (``no space left on device``, ``read-only file system``).
+  cause (``no space left on device: need X, have Y``, ``read-only file system``;
+  :mod:`stemdae.writeguard`), for a float WAV checked before any work.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from stemdae.dsp.channels import downmix
-from stemdae.errors import AudioError, ConfigError, StemdaeError
+from stemdae import writeguard
+from stemdae.errors import AudioError, ConfigError, WriteError
 from stemdae.inference.render import RenderInfo, Settings, render
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,10 @@ class FileSource:
         from stemdae.io import audio_info
 
         self.path, self.name, self.read_block, self._memory = path, str(path), int(read_block), None
+        self.frames = self.channels = 0
         try:
-            self.sr = audio_info(path).sr  # missing, unreadable, empty, truncated, > 8 channels
+            info = audio_info(path)  # missing, unreadable, empty, truncated, > 8 channels
+            self.sr, self.frames, self.channels = info.sr, info.frames, info.channels
         except AudioError as err:
             if not path.is_file() or any(k in str(err) for k in ("not found", "empty", "truncated")):
                 raise
@@ -220,32 +223,6 @@ def remove_stale_temps(folders: set[Path]) -> int:
     return removed
 
 
-def os_reason(err: BaseException, folder: Path) -> str:
-    """The cause of a failed write in words (``no space left on device: ...``, ``read-only file system``)."""
-    code = getattr(err, "errno", None)
-    if code == errno.ENOSPC or (code is None and _free_bytes(folder) == 0):
-        free = _free_bytes(folder)
-        return "no space left on device" + (f" ({free} bytes free in {folder})" if free is not None else "")
-    if code == errno.EROFS or (code is None and _read_only(folder)):
-        return "read-only file system"
-    return getattr(err, "strerror", None) or " ".join(str(err).split())
-
-
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        st = os.statvfs(folder)
-        return st.f_bavail * st.f_frsize
-    except OSError:
-        return None
-
-
-def _read_only(folder: Path) -> bool:
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
 def _discard(writer: Any, tmp: Path) -> None:
     """Close and remove a half-written output; errors here (a full disk, no folder) change nothing."""
     try:
@@ -269,8 +246,9 @@ def process_file(path: Path | str, out: Path | str, *, predictor: Any, st: Setti
         Unreadable, empty, non-finite input (message starts with the file).
     ConfigError
         ``out`` is ``path`` itself, or its suffix is not a format this tool writes.
-    StemdaeError
-        ``out`` cannot be written (one line: the file and the cause).
+    WriteError
+        ``out`` cannot be written: one line naming it and the cause (``no space left on
+        device: need X, have Y``, ``read-only file system``), checked before the work where possible.
     """
     import soundfile as sf
 
@@ -279,8 +257,11 @@ def process_file(path: Path | str, out: Path | str, *, predictor: Any, st: Setti
     check_plan([Job(path, out)])
     src = FileSource(path, read_block=read_block)
     tmp, writer = tmp_path(out), None
+    need = src.frames * src.channels * 4 if fmt == "WAV" and src.frames else None  # float32 samples
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        if need is not None and st.channels == "same":
+            writeguard.check_space(out, need)
 
         def sink(y: np.ndarray) -> None:
             nonlocal writer
@@ -294,7 +275,7 @@ def process_file(path: Path | str, out: Path | str, *, predictor: Any, st: Setti
         os.replace(tmp, out)
     except (OSError, sf.LibsndfileError, RuntimeError) as err:
         _discard(writer, tmp)
-        raise StemdaeError(f"{out}: cannot write the output ({os_reason(err, out.parent)})") from None
+        raise WriteError(writeguard.describe(out, err, need)) from None
     except BaseException:
         _discard(writer, tmp)
         raise
