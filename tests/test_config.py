@@ -106,8 +106,70 @@ def test_unknown_group_and_missing_file(tmp_path):
         load_params(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: [1,\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:2:1: not valid YAML"):
         load_params(bad)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("features:\n  n_fft: 2048\n  hop: [1\n",
+     r"^\S*p.yaml:4:1: not valid YAML: expected ',' or ']', but got '<stream end>' "
+     r"\(while parsing a flow sequence started at line 3, column 8\)$"),
+    ("features:\n  n_fft: 2048\n   hop: 3\n", r"^\S*p.yaml:3:7: not valid YAML: mapping values are not allowed here$"),
+    ("seed: 1\n\tfeatures: {}\n", r"^\S*p.yaml:2:1: not valid YAML: found character '\\t' that cannot start any token"),
+])
+def test_yaml_syntax_error_is_one_line_with_line_and_column(tmp_path, text, match):
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=match) as err:
+        load_params(tmp_path / "p.yaml")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# all commented out\n# seed: 0\n"])
+def test_empty_params_file_is_an_error_not_defaults(tmp_path, text):
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"p.yaml: empty, no parameters"):
+        load_params(tmp_path / "p.yaml")
+
+
+@pytest.mark.parametrize("key, yaml_value, match", [
+    ("features.n_fft", "true", r"features\.n_fft: expected a number, found the boolean true"),
+    ("segments.sr", "false", r"segments\.sr: expected a number, found the boolean false"),
+    ("segments.window_s", "yes", None),  # YAML 1.1 reads `yes` as true
+    ("training.lr", "true", r"training\.lr: expected a number, found the boolean true"),
+    ("training.val_fraction", "true", r"training\.val_fraction: expected a number"),
+    ("training.profiles.demo.finetune_epochs", "true", r"training\.finetune_epochs: expected a number"),
+    ("training.devices", "true", r"training\.devices: expected a number, found the boolean true"),
+    ("model.hidden", "[1024, true]", r"model\.hidden: expected numbers, found a boolean in \[1024, true\]"),
+    ("sweep.space.lr", "[true, 0.1]", r"sweep\.space\.lr: expected numbers"),
+    ("segments.window_s", ".nan", r"segments\.window_s: Input should be a finite number"),
+    ("segments.target_lufs", "-.inf", r"segments\.target_lufs: Input should be a finite number"),
+    ("training.weight_decay", ".inf", r"training\.weight_decay: Input should be a finite number"),
+    ("segments.sr", ".inf", r"segments\.sr: .*finite number"),
+    ("evaluation.band_edges_hz", "[250, .NaN]", r"evaluation\.band_edges_hz\.1: Input should be a finite number"),
+    ("groups.bass.model", "{dropout: .nan}", r"groups\.bass\.model\.dropout: Input should be a finite number"),
+    ("groups.bass.training", "{lr: true}", r"groups\.bass\.training\.lr: expected a number, found the boolean"),
+])
+def test_booleans_and_non_finite_numbers_are_refused_naming_the_key(tmp_path, key, yaml_value, match):
+    data = _base()
+    node = data
+    *head, last = key.split(".")
+    for part in head:
+        node = node.setdefault(part, {})
+    node[last] = "@@"
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(data).replace("'@@'", yaml_value))
+    with pytest.raises(ConfigError, match=f"params.yaml: .*{match or key.replace('.', chr(92) + '.')}") as err:
+        load_params(p)
+    assert "\n" not in str(err.value)
+
+
+def test_numbers_still_accepted_where_numbers_are_expected(tmp_path):
+    data = _base()
+    data["segments"]["window_s"] = 5  # an int where a float is expected is fine
+    data["training"]["devices"] = "auto"
+    p = _write(tmp_path, data)
+    params = load_params(p)
+    assert params.segments.window_s == 5.0 and params.training.devices == "auto"
 
 
 def test_flat_has_every_leaf():

@@ -43,8 +43,7 @@ def test_static_closure_covers_what_the_command_imports_at_run_time(stage, modul
             "print('\\n'.join(sorted(m for m in sys.modules if m.split('.')[0] == 'stemdae')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = {m for m in out.split() if m != "stemdae.dvcgraph"}
-    src = REPO / "src"
-    expected = dvcgraph.closure(src, dvcgraph.command_entries(src, stage), opaque=frozenset({"stemdae.cli"}))
+    expected = dvcgraph.command_closure(REPO / "src", stage)
     assert loaded - expected == set()
     assert modules in loaded
 
@@ -75,9 +74,23 @@ def toy(tmp_path: Path) -> Path:
             from stemdae.stage import run
         def cmd_other(args):
             from stemdae import heavy
+        def build_parser():
+            from stemdae.ext import add_parser
+            add_parser()
         def main():
-            pass
+            build_parser()
     """)
+    _write(tmp_path, "src/stemdae/ext.py", """
+        import stemdae.ext_top
+        def _helper():
+            from stemdae import ext_cheap
+        def add_parser():
+            _helper()
+        def cmd_ext_heavy(args):  # another command's handler, registered by add_parser
+            from stemdae import ext_heavy
+    """)
+    for name in ("ext_top", "ext_cheap", "ext_heavy"):
+        _write(tmp_path, f"src/stemdae/{name}.py", "")
     _write(tmp_path, "src/stemdae/config.py", "")
     _write(tmp_path, "src/stemdae/stage.py", """
         from typing import TYPE_CHECKING
@@ -125,12 +138,14 @@ def toy(tmp_path: Path) -> Path:
 def test_closure_follows_lazy_relative_and_package_imports(toy: Path):
     derived = {sd.stage: sd for sd in dvcgraph.derive(toy)}
     go = derived["go"]
+    startup = ("ext.py", "ext_top.py", "ext_cheap.py")  # not ext_heavy.py: another command's handler
     assert set(go.expected) == {f"src/stemdae/{m}" for m in (
         "__init__.py", "cli.py", "errors.py", "config.py", "stage.py", "lazy.py", "sub/__init__.py",
-        "sub/leaf.py", "sub/other.py", "deep/__init__.py", "deep/x.py")}
+        "sub/leaf.py", "sub/other.py", "deep/__init__.py", "deep/x.py", *startup)}
     assert go.missing and go.extra == ["src/stemdae/gone.py"]
     other = derived["other"]
-    assert set(other.expected) == {f"src/stemdae/{m}" for m in ("__init__.py", "cli.py", "errors.py", "heavy.py")}
+    assert set(other.expected) == {f"src/stemdae/{m}" for m in ("__init__.py", "cli.py", "errors.py", "heavy.py",
+                                                                 *startup)}
 
 
 def test_write_rewrites_only_code_deps_and_check_passes_after(toy: Path, capsys):

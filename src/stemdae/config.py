@@ -15,14 +15,15 @@ and then fine-tuned (about 100 iterations).
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from stemdae.errors import ConfigError
+from stemdae.errors import ConfigError, shorten
 
 GROUPS_PAPER: dict[str, list[str]] = {
     "bass": ["electric bass", "synth bass"],
@@ -32,8 +33,32 @@ GROUPS_PAPER: dict[str, list[str]] = {
 }
 
 
+def _is_number_type(annotation: Any) -> bool:
+    """True for ``int``/``float`` (also inside ``X | None``, ``list[X]``, ``tuple[X, X]``), never ``bool``."""
+    if annotation in (int, float):
+        return True
+    return any(_is_number_type(a) for a in get_args(annotation) if a is not bool)
+
+
+def _has_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.nan` / `.inf` are refused as "a finite number" with the key
+    # (a NaN would otherwise fail every range check with a misleading bound).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML ``true`` is not 1: pydantic's lax mode would read ``n_fft: true`` as 1."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _has_bool(value) and _is_number_type(field.annotation):
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number, found the boolean {str(value).lower()}")
+            raise ValueError(f"expected numbers, found a boolean in {shorten(json.dumps(value, default=str))}")
+        return value
 
 
 class CorpusParams(_Section):
@@ -253,8 +278,9 @@ class Params(_Section):
                     raise ValueError(f"groups: label {label!r} is in both {seen[label]!r} and {g!r}")
                 seen[label] = g
             # Per-group overrides must be valid sections themselves.
-            ModelParams(**{**self.model.model_dump(), **spec.model})
-            TrainingParams(**{**self.training.model_dump(exclude={"profile", "profiles"}), **spec.training})
+            _check_override(f"groups.{g}.model", ModelParams, {**self.model.model_dump(), **spec.model})
+            _check_override(f"groups.{g}.training", TrainingParams,
+                            {**self.training.model_dump(exclude={"profile", "profiles"}), **spec.training})
         if self.segments.window_s * self.segments.sr < self.features.n_fft:
             raise ValueError("segments.window_s is shorter than one STFT frame (features.n_fft)")
         return self
@@ -291,15 +317,22 @@ class Params(_Section):
         return out
 
 
-def _format_error(path: Path | str, err: ValidationError) -> str:
+def _check_override(prefix: str, section: type[_Section], values: dict[str, Any]) -> None:
+    try:
+        section(**values)
+    except ValidationError as err:  # name the override's own keys, not the section's
+        raise ValueError(_format_error("", err, prefix=prefix)) from None
+
+
+def _format_error(path: Path | str, err: ValidationError, *, prefix: str = "") -> str:
     parts = []
     for e in err.errors():
-        key = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        key = ".".join([prefix] * bool(prefix) + [str(x) for x in e["loc"]])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"{key}: {msg}")
-    return f"{path}: " + "; ".join(parts)
+        parts.append(f"{key}: {msg}" if key else msg)
+    return (f"{path}: " if path else "") + "; ".join(parts)
 
 
 def params_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Params:
@@ -341,14 +374,27 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(yaml_error(path, err)) from None
+    if data is None:  # not silently "all defaults": an emptied or truncated file is a mistake
+        raise ConfigError(f"{path}: empty, no parameters (start from the repository's params.yaml)")
     if overrides:
         data = copy.deepcopy(data)
         for key, value in overrides.items():
             set_dotted(data, key, value)
     return params_from_dict(data, source=str(path))
+
+
+def yaml_error(path: Path | str, err: yaml.YAMLError) -> str:
+    """One line: ``file:line:column: not valid YAML: problem`` (PyYAML's message spans several)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and cmark is not None:
+        context += f" started at line {cmark.line + 1}, column {cmark.column + 1}"
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -30,7 +30,9 @@ from pathlib import Path
 
 import yaml
 
+from stemdae.config import yaml_error
 from stemdae.errors import ConfigError
+from stemdae.yamledit import set_code_deps
 
 PACKAGE = "stemdae"
 SRC = Path("src")
@@ -131,38 +133,87 @@ def closure(src: Path, entries: set[str], *, opaque: frozenset[str] = frozenset(
 # ----------------------------------------------------------------------- cli.py
 
 
-def _cli_functions(cli_path: Path) -> tuple[ast.Module, dict[str, ast.FunctionDef]]:
-    tree = ast.parse(cli_path.read_text(), filename=str(cli_path))
-    return tree, {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+def _parse(src: Path, module: str) -> ast.Module:
+    path = module_file(src, module)
+    return ast.parse(path.read_text(), filename=str(path))
 
 
-def command_entries(src: Path, command: str) -> set[str]:
-    """Package modules that ``stemdae <command>`` imports directly.
+def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    return {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
 
-    ``cli`` itself, its module-level imports, and the imports inside
-    ``cmd_<command>`` and every cli.py function it (or ``main``) calls by name.
-    """
-    cli_path = src / PACKAGE / "cli.py"
-    tree, funcs = _cli_functions(cli_path)
-    func = f"cmd_{command.replace('-', '_')}"
-    if func not in funcs:
-        raise ConfigError(f"dvc.yaml: `stemdae {command}` has no {func}() in {cli_path}")
-    module_level = ast.Module(body=[n for n in tree.body if not isinstance(n, ast.FunctionDef)],
-                              type_ignores=[])
+
+def _reached(tree: ast.Module, roots: list[str]) -> list[ast.AST]:
+    """The module-level statements and the functions that ``roots`` call by name, transitively."""
+    funcs = _functions(tree)
     reached: set[str] = set()
-    todo = ["main", func]
+    todo = [r for r in roots if r in funcs]
     while todo:
         name = todo.pop()
-        if name in reached:
-            continue
-        reached.add(name)
-        todo += [c.func.id for c in ast.walk(funcs[name])
-                 if isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id in funcs]
-    body = [module_level] + [funcs[n] for n in sorted(reached)]
-    entries = {f"{PACKAGE}.cli"}
-    for part in body:
-        entries |= imported_modules(src, f"{PACKAGE}.cli", ast.Module(body=[part], type_ignores=[]))
-    return entries
+        if name not in reached:
+            reached.add(name)
+            todo += [c.func.id for c in ast.walk(funcs[name])
+                     if isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id in funcs]
+    top = ast.Module(body=[n for n in tree.body if not isinstance(n, ast.FunctionDef)], type_ignores=[])
+    return [top] + [funcs[n] for n in sorted(reached)]
+
+
+def _imports_in(src: Path, module: str, parts: list[ast.AST]) -> set[str]:
+    out: set[str] = set()
+    for part in parts:
+        body = part if isinstance(part, ast.Module) else ast.Module(body=[part], type_ignores=[])
+        out |= imported_modules(src, module, body)
+    return out
+
+
+@dataclass(frozen=True)
+class Entries:
+    """What ``stemdae <command>`` imports: whole modules, and functions it only calls.
+
+    ``partial`` maps a module to the functions of it that cli.py's own start-up
+    (``main``, ``build_parser`` ...) calls, e.g. a sub-parser registration; only
+    the imports those functions reach count, as their other functions run for
+    other commands (argparse dispatch), not for this one.
+    """
+
+    full: frozenset[str]
+    partial: dict[str, frozenset[str]]
+
+
+def command_entries(src: Path, command: str) -> Entries:
+    """``cli`` itself; its module level and ``cmd_<command>`` (and what it calls) in full; ``main``'s path partly."""
+    cli = f"{PACKAGE}.cli"
+    tree = _parse(src, cli)
+    func = f"cmd_{command.replace('-', '_')}"
+    if func not in _functions(tree):
+        raise ConfigError(f"dvc.yaml: `stemdae {command}` has no {func}() in {module_file(src, cli)}")
+    full = {cli} | _imports_in(src, cli, _reached(tree, [func]))
+    partial: dict[str, set[str]] = {}
+    for fn in _reached(tree, ["main"])[1:]:
+        for node in _import_nodes(fn, in_init=False):
+            names = [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
+            base = _resolve_from(node, cli, False) if isinstance(node, ast.ImportFrom) else ""
+            if not (base and _in_package(base) and module_file(src, base)):
+                full |= _imports_in(src, cli, [node])
+                continue
+            funcs = _functions(_parse(src, base))
+            for name in names:
+                if name in funcs and module_file(src, f"{base}.{name}") is None:
+                    partial.setdefault(base, set()).add(name)
+                else:
+                    full |= _imports_in(src, cli, [ast.ImportFrom(module=base, names=[ast.alias(name)], level=0)])
+    return Entries(frozenset(full), {m: frozenset(n) for m, n in partial.items()})
+
+
+def command_closure(src: Path, command: str) -> set[str]:
+    """Every package module ``stemdae <command>`` can import (see the module docstring)."""
+    entries = command_entries(src, command)
+    opaque = frozenset({f"{PACKAGE}.cli"})
+    mods = closure(src, set(entries.full), opaque=opaque)
+    for module, funcs in sorted(entries.partial.items()):
+        if module not in mods:
+            reached = _imports_in(src, module, _reached(_parse(src, module), sorted(funcs)))
+            mods |= closure(src, reached | _with_parents(module), opaque=opaque | {module})
+    return mods
 
 
 def stage_command(stage: str, cmd: str) -> str:
@@ -215,7 +266,7 @@ def load_stages(dvc_yaml: Path) -> dict:
     except OSError as err:
         raise ConfigError(f"{dvc_yaml}: cannot read ({err.strerror})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{dvc_yaml}: not valid YAML ({err})".replace("\n", " ")) from None
+        raise ConfigError(yaml_error(dvc_yaml, err)) from None
     stages = data.get("stages")
     if not isinstance(stages, dict):
         raise ConfigError(f"{dvc_yaml}: no stages mapping")
@@ -229,122 +280,10 @@ def derive(root: Path) -> list[StageDeps]:
     for stage, spec in load_stages(root / "dvc.yaml").items():
         body = _stage_body(spec)
         deps = [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps") or []]
-        entries = command_entries(src, stage_command(stage, str(body.get("cmd", ""))))
-        mods = closure(src, entries, opaque=frozenset({f"{PACKAGE}.cli"}))
+        mods = command_closure(src, stage_command(stage, str(body.get("cmd", ""))))
         expected = sorted(_rel(root, module_file(src, m)) for m in mods)
         out.append(StageDeps(stage, tuple(d for d in deps if _is_code_dep(d)), tuple(expected)))
     return out
-
-
-# ------------------------------------------------------------------ rewriting
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def _content(line: str) -> bool:
-    s = line.strip()
-    return bool(s) and not s.startswith("#")
-
-
-def _block(lines: list[str], start: int) -> int:
-    """Index after the mapping entry that starts at ``start`` (deeper-indented lines)."""
-    end, last = start + 1, start
-    while end < len(lines):
-        if _content(lines[end]):
-            if _indent(lines[end]) <= _indent(lines[start]):
-                break
-            last = end
-        end += 1
-    return last + 1
-
-
-def _key_line(lines: list[str], lo: int, hi: int, key: str, indent: int | None = None) -> int | None:
-    for i in range(lo, hi):
-        s = lines[i].lstrip(" ")
-        if _content(lines[i]) and (indent is None or _indent(lines[i]) == indent) \
-                and s.split(":", 1)[0].strip().strip("'\"") == key and ":" in s:
-            return i
-    return None
-
-
-def _rewrite_stage(lines: list[str], lo: int, hi: int, stage: str, code: list[str]) -> list[str]:
-    """``lines[lo:hi]`` (one stage) with its code deps replaced by ``code``."""
-    part = lines[lo:hi]
-    d = _key_line(part, 1, len(part), "deps")
-    if d is None:
-        c = _key_line(part, 1, len(part), "cmd")
-        if c is None:
-            raise ConfigError(f"dvc.yaml: stage {stage}: no cmd line to put deps after")
-        pad = " " * _indent(part[c])
-        new = [f"{pad}deps:\n"] + [f"{pad}  - {p}\n" for p in code]
-        return part[: _block(part, c)] + new + part[_block(part, c):]
-    if part[d].split(":", 1)[1].split("#", 1)[0].strip():
-        raise ConfigError(f"dvc.yaml: stage {stage}: deps must be a block list to be rewritten")
-    items: list[tuple[int, int]] = []  # (first line, end) of each list item
-    item_indent = None
-    i = d + 1
-    while i < len(part):
-        line = part[i]
-        if _content(line):
-            s, ind = line.lstrip(" "), _indent(line)
-            if item_indent is None and s.startswith("-"):
-                item_indent = ind
-            if item_indent is not None and ind == item_indent and s.startswith("-"):
-                items.append((i, i + 1))
-            elif item_indent is not None and ind > item_indent and items:
-                items[-1] = (items[-1][0], i + 1)
-            else:
-                break
-        i += 1
-    if not items:
-        raise ConfigError(f"dvc.yaml: stage {stage}: empty deps list; add one dep by hand")
-    is_code = [_is_code_dep(part[a].lstrip(" ")[1:].split("#", 1)[0].strip().rstrip(":").strip("'\""))
-               for a, _ in items]
-    keep = [k for k, c in zip(items, is_code) if not c]
-    at = keep[-1][1] if keep else items[0][0]
-    drop = {n for (a, b), c in zip(items, is_code) if c for n in range(a, b)}
-    pad = " " * item_indent
-    new = [f"{pad}- {p}\n" for p in code]
-    out = [line for n, line in enumerate(part[:at]) if n not in drop] + new
-    return out + [line for n, line in enumerate(part[at:], start=at) if n not in drop]
-
-
-def rewrite(text: str, derived: list[StageDeps]) -> str:
-    """``dvc.yaml`` text with each stage's code deps set to its closure, all else kept."""
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    top = _key_line(lines, 0, len(lines), "stages", 0)
-    if top is None:
-        raise ConfigError("dvc.yaml: no block-style stages mapping")
-    end = _block(lines, top)
-    child = next(_indent(x) for x in lines[top + 1:end] if _content(x))
-    for sd in derived:
-        if sorted(sd.current) == list(sd.expected) and list(sd.current) == sorted(sd.current):
-            continue
-        start = _key_line(lines, top + 1, end, sd.stage, child)
-        if start is None:
-            raise ConfigError(f"dvc.yaml: stage {sd.stage} is not a block mapping")
-        stop = _block(lines, start)
-        new = _rewrite_stage(lines, start, stop, sd.stage, list(sd.expected))
-        lines[start:stop] = new
-        end += len(new) - (stop - start)
-    out = "".join(lines)
-    _verify(text, out, derived)
-    return out
-
-
-def _verify(old: str, new: str, derived: list[StageDeps]) -> None:
-    before, after = yaml.safe_load(old), yaml.safe_load(new)
-    for sd in derived:
-        body = _stage_body(before["stages"][sd.stage])
-        keep = [d for d in body.get("deps") or [] if not (isinstance(d, str) and _is_code_dep(d))]
-        body["deps"] = keep + list(sd.expected)
-    if before != after:
-        raise ConfigError("dvc.yaml: could not rewrite the code deps without changing anything else; "
-                          "edit it by hand (`python -m stemdae.dvcgraph --check` lists them)")
 
 
 # ------------------------------------------------------------------------ main
@@ -372,7 +311,7 @@ def _check_or_write(root: Path, *, write: bool) -> int:
         print(f"{sd.stage}: missing {sd.missing or 'none'}; not imported {sd.extra or 'none'}")
     if stale and write:
         path = root / "dvc.yaml"
-        out = rewrite(path.read_text(), derived)
+        out = set_code_deps(path.read_text(), {sd.stage: list(sd.expected) for sd in stale}, is_code=_is_code_dep)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         tmp.write_text(out)
         tmp.replace(path)

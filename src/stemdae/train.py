@@ -25,13 +25,16 @@ when ``log_mlflow``). Only global rank 0 writes files or logs to MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import pickle
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +50,8 @@ from torch import nn
 
 from stemdae.config import ModelParams, Params, Paths, TrainingParams
 from stemdae.data import GroupDataModule
-from stemdae.errors import CacheError
+from stemdae.digest import tree_digest
+from stemdae.errors import CacheError, shorten
 from stemdae.features import open_cache
 from stemdae.model import FINETUNE, StackedAutoencoder, n_parameters, output_activation_for
 from stemdae.frontend import FrontEnd, TrainedOn
@@ -260,11 +264,16 @@ def _trainer_kwargs(t: TrainingParams, *, progress: bool) -> dict[str, Any]:
                 use_distributed_sampler=False, benchmark=False)
 
 
-def _fingerprint(model: ModelParams, training: TrainingParams, cache_dir: Path, n_bins: int, phases: list[Phase]) -> str:
-    index = (cache_dir / "index.csv").read_bytes() if (cache_dir / "index.csv").exists() else b""
+def _fingerprint(model: ModelParams, training: TrainingParams, cache_dir: Path, n_bins: int, phases: list[Phase],
+                 *, memo: Path | None = None) -> str:
+    """Key of the checkpoint folder: parameters, phases and the *content* of the training cache.
+
+    A resumed run after the features changed (new data, new STFT settings) gets
+    a new key and starts over instead of reusing stale ``final.ckpt`` weights.
+    """
     keep = training.model_dump(exclude={"num_workers", "gpu_resident", "profile", "profiles"})
     blob = json.dumps([model.model_dump(), keep, n_bins, [p.__dict__ for p in phases]], sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode() + hashlib.sha1(index).digest()).hexdigest()[:12]
+    return hashlib.sha1(blob.encode() + tree_digest(cache_dir, memo=memo).encode()).hexdigest()[:12]
 
 
 class LastCheckpoint(Checkpoint):
@@ -292,7 +301,7 @@ def _run_phase(module: DAEModule, dm: GroupDataModule, phase: Phase, ckpt_dir: P
     module.set_phase(phase)
     dm.phase = phase.index
     if final.is_file():  # finished before an interruption: take its weights and history
-        ckpt = torch.load(final, map_location="cpu", weights_only=False)
+        ckpt = _load_checkpoint(final)
         module.load_state_dict(ckpt["state_dict"])
         module.on_load_checkpoint(ckpt)
         log.info("%s: finished earlier, loaded %s", phase.name, final)
@@ -302,9 +311,42 @@ def _run_phase(module: DAEModule, dm: GroupDataModule, phase: Phase, ckpt_dir: P
                          **_trainer_kwargs(t, progress=progress))
     if last.is_file():
         log.info("%s: resuming from %s", phase.name, last)
-    # Our own checkpoints hold the history (plain Python data) besides tensors.
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None, weights_only=False)
+    # Checkpoints hold plain data only (tensors, numbers, strings, the history as a
+    # list of dicts), so they load with weights_only=True: reading one runs no pickled code.
+    try:
+        with _known_lightning_warnings():
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CacheError(_not_plain(last, err)) from None
     trainer.save_checkpoint(final)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CacheError(_not_plain(path, err)) from None
+
+
+def _not_plain(path: Path, err: Exception) -> str:
+    why = shorten(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    return f"{path}: not a plain-data checkpoint, refused to unpickle it ({why}); delete it to redo this phase"
+
+
+@contextlib.contextmanager
+def _known_lightning_warnings() -> Iterator[None]:
+    """Drop exactly one warning that Lightning raises for its own reasons, while a Trainer runs.
+
+    Lightning 2.6.6 (the newest release) builds ``torch.utils._pytree.LeafSpec()``
+    for every dataloader it wraps (``CombinedLoader``, via its ``_pytree._tree_flatten``),
+    and torch 2.13 deprecates that class with a FutureWarning printed in every
+    phase. Nothing in how we call Lightning can avoid it; remove this filter when
+    Lightning uses ``treespec_leaf()``.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
+        yield
 
 
 def build_module(n_bins: int, model: ModelParams, training: TrainingParams, scaler: Scaler) -> DAEModule:
@@ -365,7 +407,8 @@ def fit_group(params: Params, group: str, paths: Paths, *, model: ModelParams | 
         raise CacheError(f"{cache_dir}: the training cache of group {group!r} has no frames (no training pairs)")
     phases = plan_phases(model, t, max_epochs_override=max_epochs_override)
     ckpt_dir = Path(checkpoint_dir or paths.work / "checkpoints" / group
-                    / _fingerprint(model, t, cache_dir, cache.n_bins, phases))
+                    / _fingerprint(model, t, cache_dir, cache.n_bins, phases,
+                                   memo=paths.work / "checkpoints" / ".cache-digests.json"))
     pl.seed_everything(t.seed, workers=True, verbose=False)
     dm = GroupDataModule(cache_dir, t)
     dm.setup("fit")
