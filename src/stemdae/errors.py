@@ -57,6 +57,7 @@ def shorten(value: object, limit: int = 80) -> str:
     else:
         bounded = reprlib.Repr()
         bounded.maxstring = bounded.maxother = limit
+        bounded.maxlevel = 3  # at most 6 items per level: a few hundred leaves, whatever the nesting
         text = bounded.repr(value)
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"

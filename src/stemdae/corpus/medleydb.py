@@ -39,13 +39,44 @@ from typing import Any
 import yaml
 
 from stemdae.corpus import Corpus, RawTrack, Song, Stem
-from stemdae.errors import CorpusError
+from stemdae.errors import CorpusError, shorten
 
 log = logging.getLogger(__name__)
 
 METADATA_SUFFIX = "_METADATA.yaml"
+# MedleyDB's metadata files are 1-25 kB; anything far larger is not one (bounded time and memory).
+MAX_METADATA_BYTES = 1 << 20
 _YES_NO_FIELDS = ("excerpt", "has_bleed", "instrumental")
 _LIST_FIELDS = ("website", "composer", "producer")
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases of lists and mappings (``*name``).
+
+    MedleyDB metadata never uses aliases; nested ones (a "billion laughs") load
+    as a small shared structure that explodes in anything that walks or formats
+    it (a label check, an error message): gigabytes and minutes. An alias of a
+    scalar (a repeated label) cannot expand and is allowed.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            if not isinstance(self.anchors.get(event.anchor), yaml.ScalarNode):
+                mark = event.start_mark
+                raise _AliasRefused(f"line {mark.line + 1}, column {mark.column + 1}: an alias "
+                                    f"(*{shorten(event.anchor, 40)}) of a list or mapping; not allowed "
+                                    "in metadata (it can expand without bound)")
+        return super().compose_node(parent, index)
+
+
+class _AliasRefused(Exception):
+    pass
+
+
+def _q(value: Any) -> str:
+    """A user value for a message: quoted if text, always one short line."""
+    return repr(shorten(value, 160)) if isinstance(value, str) else shorten(value, 160)
 
 
 class _PartError(CorpusError):
@@ -74,16 +105,16 @@ class _Ctx:
     def inside(self, key: str, value: str, *parts: str) -> Path:
         """``song_dir/parts.../value`` after checking it stays in the song folder and root."""
         if Path(value).is_absolute() or value.startswith(("/", "\\")):
-            raise self.error(key, f"{value!r} escapes the song folder (absolute path)")
+            raise self.error(key, f"{_q(value)} escapes the song folder (absolute path)")
         path = Path(os.path.normpath(self.song_dir.joinpath(*parts, value)))
         if path != self.song_dir and self.song_dir not in path.parents:
-            raise self.error(key, f"{value!r} escapes the song folder")
+            raise self.error(key, f"{_q(value)} escapes the song folder")
         try:
             real = path.resolve()
         except (OSError, ValueError) as err:  # symlink loops, NUL bytes
-            raise self.error(key, f"{value!r} cannot be resolved ({err})") from None
+            raise self.error(key, f"{_q(value)} cannot be resolved ({shorten(str(err))})") from None
         if real != self.root_real and self.root_real not in real.parents:
-            raise self.error(key, f"{value!r} escapes the corpus root (resolves to {real})")
+            raise self.error(key, f"{_q(value)} escapes the corpus root (resolves to {real})")
         return path
 
     def shown(self, path: Path) -> str:
@@ -132,11 +163,16 @@ def _read_yaml(ctx: _Ctx) -> dict[str, Any]:
     if real != ctx.root_real and ctx.root_real not in real.parents:
         raise ctx.error("", f"escapes the corpus root (resolves to {real})")
     try:
-        data = yaml.safe_load(ctx.meta_abs.read_text(encoding="utf-8"))
+        size = ctx.meta_abs.stat().st_size
+        if size > MAX_METADATA_BYTES:
+            raise ctx.error("", f"{size / 1e6:.1f} MB, not a metadata file (limit {MAX_METADATA_BYTES >> 20} MB)")
+        data = yaml.load(ctx.meta_abs.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506
     except (OSError, UnicodeDecodeError) as err:
-        raise ctx.error("", f"cannot read ({err})") from None
+        raise ctx.error("", f"cannot read ({shorten(str(err), 200)})") from None
+    except _AliasRefused as err:
+        raise ctx.error("", str(err)) from None
     except yaml.YAMLError as err:
-        raise ctx.error("", f"not valid YAML ({' '.join(str(err).split())})") from None
+        raise ctx.error("", f"not valid YAML ({shorten(' '.join(str(err).split()), 200)})") from None
     if not isinstance(data, dict):
         raise ctx.error("", f"expected a mapping at the top level, found {type(data).__name__}")
     if not isinstance(data.get("stems"), dict):
@@ -158,11 +194,11 @@ def _dir_key(ctx: _Ctx, data: dict[str, Any], key: str, default: str) -> str:
 def _file(ctx: _Ctx, key: str, value: Any, folder: str, require_audio: bool) -> Path:
     """Check one ``filename`` value; escapes are song errors, the rest part errors."""
     if not isinstance(value, str) or not value.strip():
-        found = "nothing" if value is None else repr(value)
+        found = "nothing" if value is None else _q(value)
         raise ctx.error(key, f"expected a file name, found {found}", part=True)
     path = ctx.inside(key, value, folder)
     if require_audio and not path.is_file():
-        raise ctx.error(key, f"{value!r} not found at {ctx.shown(path)}", part=True)
+        raise ctx.error(key, f"{_q(value)} not found at {shorten(ctx.shown(path), 300)}", part=True)
     return path
 
 
@@ -183,7 +219,7 @@ def _raws(ctx, stem_key, entry, stem_labels, raw_dir, require_audio, on_problem)
             labels = _labels(raw.get("instrument"))
             if labels is None:
                 raise ctx.error(f"{key}.instrument:", f"expected a label or a list of labels, "
-                                f"found {raw.get('instrument')!r}", part=True)
+                                f"found {_q(raw.get('instrument'))}", part=True)
             path = _file(ctx, f"{key}.filename", raw.get("filename"), raw_dir, require_audio)
             raws.append(RawTrack(str(raw_id), (labels or stem_labels)[0], path))
         except _PartError as err:
@@ -198,10 +234,10 @@ def _stem(ctx, stem_id, entry, dirs, require_audio, on_problem) -> Stem:
     labels = _labels(entry.get("instrument"))
     if not labels:
         raise ctx.error(f"{key}.instrument:", f"expected a label or a list of labels, "
-                        f"found {entry.get('instrument')!r}", part=True)
+                        f"found {_q(entry.get('instrument'))}", part=True)
     component = entry.get("component") or ""
     if not isinstance(component, str):
-        raise ctx.error(f"{key}.component:", f"expected text, found {component!r}", part=True)
+        raise ctx.error(f"{key}.component:", f"expected text, found {_q(component)}", part=True)
     path = _file(ctx, f"{key}.filename", entry.get("filename"), dirs[0], require_audio)
     raws = _raws(ctx, key, entry, labels, dirs[1], require_audio, on_problem)
     return Stem(str(stem_id), labels, path, raws, component)
