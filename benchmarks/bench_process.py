@@ -1,20 +1,21 @@
-"""``stemdae process``: real-time factor including start-up, and peak RSS against the file's length.
+"""``stemdae process``: real-time factor including start-up (via ``--group`` and ``--model``), peak RSS vs length.
 
 1. Writes a stereo 48 kHz 16-bit WAV of ``--minutes`` (tones + noise, seeded)
-   and a paper-sized model (1025-1024-1024-1024-1025, random weights: the
-   cost does not depend on the weights) unless ``--model`` is given.
-2. Real-time factor: ``--repeats`` runs of the real command
-   ``python -m stemdae.cli process song.wav --group vocal --model DIR -o out.wav``
-   in fresh processes, wall time from spawn to exit (interpreter start,
-   imports, model load, both passes, write) divided by the audio's duration
-   (and the child's CPU time, less sensitive to other load on the machine);
-   plus the same with ``--restore-loudness``, and ``python -c "import
-   stemdae.process, stemdae.predictor"`` alone (the start-up share).
-3. One in-process breakdown: imports, model load, pass 1 (loudness), pass 2.
-4. Peak RSS (``ru_maxrss`` of the child, from ``os.wait4``) of the same command
-   for files of ``--rss-minutes`` (default 3, 15 and 60 minutes).
+   and a paper-sized model (1025-1024-1024-1024-1025, random weights: the cost
+   does not depend on the weights) into a throw-away project: ``models/vocal``
+   with ``model.pt`` and ``mlflow.json``, registered as version 1 of
+   ``stemdae-vocal`` (alias ``champion``) in the project's SQLite MLflow store.
+2. Real-time factor: ``--repeats`` runs of each real command in fresh processes,
+   wall time from spawn to exit (interpreter start, imports, model resolution
+   and load, both passes, write) divided by the audio's duration:
+   ``python -m stemdae.cli --root PROJ --params PROJ/params.yaml process song.wav --group vocal -o out.wav``
+   (the registered champion, resolved from the SQLite store without MLflow) and
+   ``python -m stemdae.cli process song.wav --model PROJ/models/vocal -o out.wav``
+   (run from a folder without params.yaml). The input is stereo, so the output is too.
+3. Peak RSS (``ru_maxrss`` of the child, from ``os.wait4``) of the ``--group``
+   command for files of ``--rss-minutes`` (default 3 and 60 minutes).
 
-    python benchmarks/bench_process.py [--minutes 3] [--repeats 5] [--rss-minutes 3 15 60] [--model DIR]
+    python benchmarks/bench_process.py [--minutes 3] [--repeats 5] [--rss-minutes 3 60]
 """
 
 from __future__ import annotations
@@ -50,20 +51,6 @@ def write_song(path: Path, minutes: float, *, seed: int = 0) -> float:
     return n / SR
 
 
-def paper_model(folder: Path) -> Path:
-    import torch
-
-    from stemdae.model import StackedAutoencoder
-    from stemdae.predictor import save_model
-    from stemdae.scaling import Scaler
-
-    torch.manual_seed(0)
-    net = StackedAutoencoder(1025, [1024, 1024, 1024], 0.2, "identity")
-    save_model(folder / "model.pt", net, Scaler("log_standardized", 1025), group="vocal",
-               features={"n_fft": 2048, "hop": 1024, "sr": 44100, "n_bins": 1025})
-    return folder
-
-
 def run_child(argv: list[str]) -> tuple[float, int, float]:
     """Wall seconds, peak RSS in bytes (``ru_maxrss``) and CPU seconds (user + system) of one child."""
     t0 = time.perf_counter()
@@ -77,74 +64,74 @@ def run_child(argv: list[str]) -> tuple[float, int, float]:
     return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
-def process_argv(song: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "stemdae.cli", "-q", "process", str(song), "--group", "vocal",
-            "--model", str(model), "-o", str(out), *extra]
+def paper_project(root: Path) -> Path:
+    """A project with the paper-sized model registered as the champion of stemdae-vocal, with its local copy."""
+    import torch
+
+    from stemdae import tracking
+    from stemdae.config import Params, TrackingParams
+    from stemdae.frontend import FrontEnd, TrainedOn
+    from stemdae.model import StackedAutoencoder
+    from stemdae.predictor import save_model
+    from stemdae.scaling import Scaler
+
+    torch.manual_seed(0)
+    root.mkdir(parents=True)
+    params = Params(tracking=TrackingParams(uri="sqlite:///mlflow.db"))
+    (root / "params.yaml").write_text("tracking:\n  uri: sqlite:///mlflow.db\n")
+    folder = root / "models" / "vocal"
+    net = StackedAutoencoder(1025, [1024, 1024, 1024], 0.2, "identity")
+    pt = save_model(folder / "model.pt", net, Scaler("log_standardized", 1025), frontend=FrontEnd.from_params(params),
+                    trained_on=TrainedOn("real", "benchmark"), group="vocal")
+    tracking.configure(params.tracking, root)
+    run_id = tracking.start_group_run(params.tracking, root, group="vocal", parent_run_id=None, params_flat={})
+    info = tracking.log_model(run_id, pt, n_bins=1025, registered_name="stemdae-vocal")
+    tracking.finish_run(run_id)
+    tracking.set_alias("stemdae-vocal", info["registered_version"], "champion")
+    tracking.write_run_info(folder, {"run_id": run_id, **info, "registered_name": "stemdae-vocal"})
+    return root
 
 
-def breakdown(song: Path, model: Path, out: Path) -> dict[str, float]:
-    code = f"""
-import json, time
-t0 = time.perf_counter()
-import stemdae.process as P
-from stemdae.config import Params
-t1 = time.perf_counter()
-pred = P.load_model({str(model)!r})
-st = P.settings_for(pred, Params())
-t2 = time.perf_counter()
-src = P._FileSource(P.Path({str(song)!r}))
-m = P.LoudnessMeter(src.sr)
-for c in src():
-    m.update(c)
-t3 = time.perf_counter()
-P.process_file({str(song)!r}, {str(out)!r}, predictor=pred, st=st)
-t4 = time.perf_counter()
-print(json.dumps({{"import_stemdae_process_s": t1 - t0, "import_torch_and_load_model_s": t2 - t1, "pass1_read_loudness_s": t3 - t2,
-                  "process_file_s (both passes + write)": t4 - t3}}))
-"""
-    out_json = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return json.loads(out_json.strip().splitlines()[-1])
+def group_argv(song: Path, project: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "stemdae.cli", "-q", "--root", str(project), "--params",
+            str(project / "params.yaml"), "process", str(song), "--group", "vocal", "-o", str(out)]
+
+
+def model_argv(song: Path, project: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "stemdae.cli", "-q", "process", str(song), "--model",
+            str(project / "models" / "vocal"), "-o", str(out)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--rss-minutes", type=float, nargs="*", default=[3.0, 15.0, 60.0])
-    ap.add_argument("--model", type=Path, default=None, help="a models/<group> folder (default: paper-sized, random)")
+    ap.add_argument("--rss-minutes", type=float, nargs="*", default=[3.0, 60.0])
     args = ap.parse_args()
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
     results: dict[str, object] = {"cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench-process-") as tmp:
         tmp = Path(tmp)
-        model = args.model or paper_model(tmp / "models" / "vocal")
+        project = paper_project(tmp / "project")
         song = tmp / "song.wav"
         duration = write_song(song, args.minutes)
         out = tmp / "out.wav"
-        run_child(process_argv(song, model, out))  # warm the page cache and any compiled caches
-        runs = [run_child(process_argv(song, model, out)) for _ in range(args.repeats)]
-        walls, cpus = [r[0] for r in runs], [r[2] for r in runs]
-        walls_rl = [run_child(process_argv(song, model, out, "--restore-loudness"))[0]
-                    for _ in range(max(args.repeats // 2, 1))]
-        imports = [run_child([sys.executable, "-c", "import stemdae.process, stemdae.predictor"])[0]
-                   for _ in range(args.repeats)]
-        results.update({
-            "song": f"{args.minutes:g} min stereo {SR} Hz 16-bit WAV",
-            "wall_s_median": statistics.median(walls), "wall_s_all": [round(w, 3) for w in walls],
-            "rtf_median": statistics.median(walls) / duration,
-            "cpu_s_median": statistics.median(cpus), "cpu_rtf_median": statistics.median(cpus) / duration,
-            "rtf_restore_loudness_median": statistics.median(walls_rl) / duration,
-            "startup_imports_s_median": statistics.median(imports),
-            "breakdown": breakdown(song, model, out),
-        })
+        os.chdir(tmp)  # no params.yaml here: --model alone must do
+        run_child(group_argv(song, project, out))  # warm the page cache
+        for name, argv in (("group", group_argv), ("model", model_argv)):
+            runs = [run_child(argv(song, project, out)) for _ in range(args.repeats)]
+            walls, cpus = [r[0] for r in runs], [r[2] for r in runs]
+            results[name] = {"wall_s_median": round(statistics.median(walls), 3),
+                             "wall_s_all": [round(w, 3) for w in walls],
+                             "rtf_median": round(statistics.median(walls) / duration, 4),
+                             "cpu_s_median": round(statistics.median(cpus), 3)}
+        results["song"] = f"{args.minutes:g} min stereo {SR} Hz 16-bit WAV -> stereo float WAV"
         rss = {}
         for minutes in args.rss_minutes:
             path = tmp / f"long-{minutes:g}.wav"
             write_song(path, minutes, seed=1)
-            wall, peak, cpu = run_child(process_argv(path, model, tmp / "long-out.wav"))
+            wall, peak, cpu = run_child(group_argv(path, project, tmp / "long-out.wav"))
             rss[f"{minutes:g} min"] = {"peak_rss_mib": round(peak / 2**20, 1), "wall_s": round(wall, 2),
-                                       "cpu_s": round(cpu, 2),
-                                       "rtf": round(wall / (minutes * 60), 4)}
+                                       "cpu_s": round(cpu, 2), "rtf": round(wall / (minutes * 60), 4)}
             path.unlink()
             (tmp / "long-out.wav").unlink()
         results["peak_rss"] = rss
