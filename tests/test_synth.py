@@ -14,7 +14,7 @@ import yaml
 
 from stemdae.config import GROUPS_PAPER
 from stemdae.corpus.chains import apply_chain, blend_raws, draw_chain
-from stemdae.corpus.synth import SynthOptions, SynthOptionsError, plan_corpus, synthesize_corpus
+from stemdae.corpus.synth import DEMO_MARKER, SynthOptions, SynthOptionsError, plan_corpus, synthesize_corpus
 from stemdae.errors import ConfigError, CorpusError
 
 SMALL = SynthOptions(n_songs=2, seconds=12.0, seed=0, n_jobs=1)
@@ -30,7 +30,7 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def _songs(root: Path) -> list[tuple[Path, dict]]:
-    return [(d, yaml.safe_load((d / f"{d.name}_METADATA.yaml").read_text())) for d in sorted(root.iterdir())]
+    return [(d, yaml.safe_load((d / f"{d.name}_METADATA.yaml").read_text())) for d in sorted(root.iterdir()) if d.is_dir()]
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -108,7 +108,8 @@ def test_layout_matches_medleydb(corpus, fixtures_dir):
                 named.add(f"{n}/{meta['raw_dir']}/{raw['filename']}")
         text = (d / f"{n}_METADATA.yaml").read_text()
         assert text == yaml.safe_dump(meta, sort_keys=True, default_flow_style=False, allow_unicode=True)
-    assert set(_files(corpus)) == named  # every named file exists, nothing else (no partial folders)
+    # every named file exists, nothing else (no partial folders) but the demo marker
+    assert set(_files(corpus)) == named | {DEMO_MARKER}
     info = sf.info(str(corpus / sorted(named)[0].replace("_CHAINS.json", "_MIX.wav")))
     assert (info.samplerate, info.channels, info.subtype) == (44100, 1, "PCM_24")
     assert info.frames == 12 * 44100
@@ -133,7 +134,7 @@ def test_loader_reads_the_corpus_and_groups_the_container(corpus):
 def test_rerun_after_interruption_is_byte_identical_with_a_process_pool(corpus, tmp_path):
     again = tmp_path / "data"
     shutil.copytree(corpus, again)
-    first, second = sorted(p.name for p in again.iterdir())
+    first, second = sorted(p.name for p in again.iterdir() if p.is_dir())
     (again / first / f"{first}_METADATA.yaml").unlink()                 # interrupted before the metadata
     (again / second / f"{second}_MIX.wav").write_bytes(b"truncated")   # a damaged file
     (again / f".{second}.partial").mkdir()                              # a stale partial song

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from stemdae.config import Paths, load_params
-from stemdae.errors import StemdaeError
+from stemdae.errors import CorpusError, StemdaeError
 from stemdae.secrets import mask_text, mask_uri
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,13 @@ def ensure_corpus(paths: Paths, *, songs: int | None = None, force_demo: bool = 
     params = load_params(paths.params)
     root = paths.corpus_root(params.corpus)
     if force_demo or not has_corpus(root):
-        from stemdae.corpus.synth import SynthOptions, synthesize_corpus
+        from stemdae.corpus.synth import DEMO_MARKER, SynthOptions, is_demo_corpus, synthesize_corpus
 
-        if root.exists() and force_demo:
+        if force_demo and root.exists():
+            # Delete only what stemdae created: a folder carrying the demo marker.
+            if not is_demo_corpus(root) and (not root.is_dir() or any(root.iterdir())):
+                raise CorpusError(f"{root}: not a demo corpus (no {DEMO_MARKER} file), so `stemdae main --demo` "
+                                  "will not delete it; point corpus.root at another folder, or remove it yourself")
             shutil.rmtree(root)
         log.info("no corpus in %s: synthesising the demo corpus", root)
         summary = synthesize_corpus(root, SynthOptions(n_songs=songs or DEMO_SONGS, seconds=DEMO_SECONDS))

@@ -41,7 +41,7 @@ import yaml
 from stemdae.config import GROUPS_PAPER
 from stemdae.corpus import chains as ch
 from stemdae.corpus import voices
-from stemdae.errors import ConfigError
+from stemdae.errors import ConfigError, CorpusError
 from stemdae.workers import worker_pool
 
 log = logging.getLogger(__name__)
@@ -385,18 +385,44 @@ def count_labels(plans: list[SongPlan]) -> dict[str, dict[str, int]]:
     return {k: {"songs": len(v["songs"]), "stems": v["stems"], "raws": v["raws"]} for k, v in rows.items()}
 
 
+DEMO_MARKER = ".stemdae-demo-corpus"
+
+
+def is_demo_corpus(root: Path) -> bool:
+    """True when ``root`` carries the marker :func:`synthesize_corpus` writes (a regular file, not a link)."""
+    marker = Path(root) / DEMO_MARKER
+    return marker.is_file() and not marker.is_symlink()
+
+
+def _claim(out_dir: Path, opts: SynthOptions) -> None:
+    """Create ``out_dir`` and mark it as a demo corpus; refuse a folder holding anything of the user's."""
+    if out_dir.is_dir() and not is_demo_corpus(out_dir) and any(out_dir.iterdir()):
+        raise CorpusError(f"{out_dir}: not empty and not a demo corpus (no {DEMO_MARKER} file); the demo corpus "
+                          "is written only into a new or empty folder or over an earlier demo corpus")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Deterministic content (no time stamps): the same options give the same data.dvc hash.
+    info = {"created_by": "stemdae demo-corpus", "n_songs": opts.n_songs, "seconds": opts.seconds,
+            "seed": opts.seed, "sr": opts.sr}
+    (out_dir / DEMO_MARKER).write_text(json.dumps(info, sort_keys=True) + "\n")
+
+
 def synthesize_corpus(out_dir: Path, opts: SynthOptions = SynthOptions()) -> CorpusSynthSummary:
-    """Synthesise the demo corpus into ``out_dir`` (created; existing songs of the same name are replaced).
+    """Synthesise the demo corpus into ``out_dir`` and mark it with :data:`DEMO_MARKER`.
+
+    ``out_dir`` must be new, empty or an earlier demo corpus (whose songs of
+    the same name are replaced): nothing of the user's is overwritten.
 
     Raises
     ------
     SynthOptionsError
         An option out of range (a :class:`ConfigError`, also a ``ValueError``).
+    CorpusError
+        ``out_dir`` holds files and no demo marker.
     """
     t0 = time.perf_counter()
     plans = plan_corpus(opts)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim(out_dir, opts)
     n_jobs = min(opts.n_jobs or os.cpu_count() or 1, len(plans))
     log.info("demo corpus: %d songs x %g s (seed %d) -> %s with %d process(es)", len(plans), opts.seconds,
              opts.seed, out_dir, n_jobs)
@@ -411,6 +437,6 @@ def synthesize_corpus(out_dir: Path, opts: SynthOptions = SynthOptions()) -> Cor
     return summary
 
 
-__all__ = ["CorpusSynthSummary", "RawPlan", "SongPlan", "StemPlan", "SynthOptions", "SynthOptionsError",
-           "count_labels", "metadata", "pcm24", "plan_corpus", "plan_song", "record", "render_song",
+__all__ = ["DEMO_MARKER", "CorpusSynthSummary", "RawPlan", "SongPlan", "StemPlan", "SynthOptions", "SynthOptionsError",
+           "count_labels", "is_demo_corpus", "metadata", "pcm24", "plan_corpus", "plan_song", "record", "render_song",
            "synthesize_corpus", "write_song"]
