@@ -1,7 +1,7 @@
 """Content digests of cache folders (what a resumed training run must match).
 
 :func:`tree_digest` hashes every file under a folder (SHA-256, read through a fixed
-buffer: about 1 GB/s on this machine, see BENCHMARKS.md). Like DVC's state
+buffer: 0.5-0.9 GB/s on the 2-core dev machine, see BENCHMARKS.md). Like DVC's state
 database, a small JSON memo keyed by ``(size, mtime_ns, inode)`` skips files
 that have not changed since they were last hashed, so the usual case costs one
 ``stat`` per file; a file that was rewritten (new mtime or inode) is hashed
