@@ -21,8 +21,9 @@ log = logging.getLogger("stemdae")
 
 # MLflow's own defaults (7 retries, backoff factor 2, 120 s per request) turn an unreachable
 # server into minutes of silence; a user's explicit setting wins.
+# MLflow also prints "View run ... at: <tracking URI>" straight to stdout, credentials included.
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 def _env_secrets() -> list[str]:
