@@ -1,0 +1,176 @@
+"""``Chain``: an engineer's chain per group as one differentiable ``nn.Module``.
+
+Order: high-pass (two first-order sections, 12 dB/octave) -> low shelf ->
+``n_bells`` peaking bells -> high shelf -> compressor -> make-up gain ->
+saturation (optional) -> reverb (optional). Every setting is a logit mapped
+into its engineer range (``ranges.py``); ``settings()`` reads them out in Hz,
+dB, Q, ratio, ms and s as a JSON-ready dict, and ``from_settings()`` builds
+the chain back from such a dict. ``render.py`` plays the same dict through
+pedalboard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stemdae.chain import filters
+from stemdae.chain.dynamics import compress
+from stemdae.chain.ranges import INITIAL, RANGES, Range, bell_initial
+from stemdae.chain.reverb import add_reverb, impulse_response, reverb_noise
+from stemdae.errors import ModelError
+
+FORMAT = "stemdae-chain/1"
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """Structure of a chain (not learned): sample rate and which effects it has."""
+
+    sr: int = 44100
+    n_bells: int = 3
+    saturation: bool = False
+    reverb: bool = True
+    reverb_ir_s: float = 1.0
+    reverb_seed: int = 0
+    eq_tail_s: float = 0.5  # zero padding for the EQ's IIR tail (see filters.py)
+
+
+class Chain(nn.Module):
+    """Differentiable chain; ``forward`` maps ``(batch, n)`` raw audio to ``(batch, n)``."""
+
+    def __init__(self, config: ChainConfig = ChainConfig()):
+        super().__init__()
+        self.config = config
+        self.logits = nn.ParameterDict()
+        start = self._initial_settings()
+        for effect, name, rng in self._slots():
+            value = _lookup(start, effect, name)
+            self.logits[f"{effect}__{name}"] = nn.Parameter(torch.tensor(rng.logit(value, key=f"{effect}.{name}")))
+        if config.reverb:
+            noise = reverb_noise(config.sr, ir_s=config.reverb_ir_s, seed=config.reverb_seed)
+            self.register_buffer("noise", torch.from_numpy(noise), persistent=False)
+
+    # -- structure -----------------------------------------------------------------
+    def _effects(self) -> list[tuple[str, str]]:
+        """(effect key in settings, range family) in signal order."""
+        c = self.config
+        effects = [("highpass", "highpass"), ("low_shelf", "low_shelf")]
+        effects += [(f"bell{i}", "bell") for i in range(c.n_bells)]
+        effects += [("high_shelf", "high_shelf"), ("compressor", "compressor")]
+        effects += [("saturation", "saturation")] if c.saturation else []
+        effects += [("reverb", "reverb")] if c.reverb else []
+        return effects
+
+    def _slots(self):
+        for effect, family in self._effects():
+            for name, rng in RANGES[family].items():
+                yield effect, name, rng
+
+    def _initial_settings(self) -> dict:
+        start = {k: dict(v) for k, v in INITIAL.items()}
+        for i in range(self.config.n_bells):
+            start[f"bell{i}"] = bell_initial(i, self.config.n_bells)
+        return start
+
+    def value(self, effect: str, name: str) -> torch.Tensor:
+        family = effect.rstrip("0123456789")
+        return RANGES[family][name].value(self.logits[f"{effect}__{name}"])
+
+    # -- signal --------------------------------------------------------------------
+    def eq_coefs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All EQ sections as ``(b, a)`` of shape ``(n_sections, 3)``, in signal order."""
+        sr, v = self.config.sr, self.value
+        sections = [filters.highpass1_coefs(v("highpass", "freq_hz"), sr)] * 2
+        sections.append(filters.shelf_coefs(v("low_shelf", "freq_hz"), v("low_shelf", "gain_db"), v("low_shelf", "q"), sr, high=False))
+        for i in range(self.config.n_bells):
+            sections.append(filters.peak_coefs(v(f"bell{i}", "freq_hz"), v(f"bell{i}", "gain_db"), v(f"bell{i}", "q"), sr))
+        sections.append(filters.shelf_coefs(v("high_shelf", "freq_hz"), v("high_shelf", "gain_db"), v("high_shelf", "q"), sr, high=True))
+        return torch.stack([b for b, _ in sections]), torch.stack([a for _, a in sections])
+
+    def eq_response_db(self, freqs_hz) -> torch.Tensor:
+        """Magnitude of the whole EQ in dB at ``freqs_hz``."""
+        b, a = self.eq_coefs()
+        h = filters.response_at(b, a, freqs_hz, self.config.sr).prod(0)
+        return 20 * torch.log10(h.abs())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2:
+            raise ModelError(f"chain input: expected shape (batch, samples), found {tuple(x.shape)}")
+        sr, v = self.config.sr, self.value
+        n_fft = filters.fft_len(x.shape[-1], int(self.config.eq_tail_s * sr))
+        b, a = self.eq_coefs()
+        y = filters.apply_response(x, filters.freq_response(b, a, n_fft).prod(0), n_fft)
+        y = compress(
+            y,
+            threshold_db=v("compressor", "threshold_db"),
+            ratio=v("compressor", "ratio"),
+            attack_ms=v("compressor", "attack_ms"),
+            release_ms=v("compressor", "release_ms"),
+            sr=sr,
+        )
+        y = y * 10 ** (v("compressor", "makeup_db") / 20)
+        if self.config.saturation:
+            drive = 10 ** (v("saturation", "drive_db") / 20)
+            y = torch.tanh(drive * y) / drive
+        if self.config.reverb:
+            ir = impulse_response(self.noise, v("reverb", "rt60_s"), sr)
+            y = add_reverb(y, ir, v("reverb", "wet_db"))
+        return y
+
+    # -- engineer units ------------------------------------------------------------
+    def settings(self) -> dict:
+        """Every setting in engineer units, plus the structure: JSON-serialisable."""
+        out: dict = {"format": FORMAT, "config": asdict(self.config)}
+        with torch.no_grad():
+            for effect, name, _ in self._slots():
+                out.setdefault(effect, {})[name] = round(float(self.value(effect, name)), 6)
+        return out
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "Chain":
+        """Build a chain from a :meth:`settings` dict; a missing or out-of-range key is a ``ModelError``."""
+        if not isinstance(settings, dict) or settings.get("format") != FORMAT:
+            raise ModelError(f"chain settings: expected format {FORMAT!r}, found {_get(settings, 'format')!r}")
+        try:
+            chain = cls(ChainConfig(**settings["config"]))
+        except (KeyError, TypeError) as exc:
+            raise ModelError(f"chain settings: bad 'config': {exc}") from None
+        with torch.no_grad():
+            for effect, name, rng in chain._slots():
+                value = _lookup(settings, effect, name)
+                chain.logits[f"{effect}__{name}"].fill_(rng.logit(value, key=f"{effect}.{name}"))
+        return chain
+
+    def save(self, path: Path) -> None:
+        """Plain tensors and dicts only, so ``torch.load(weights_only=True)`` reads it."""
+        torch.save({"format": FORMAT, "config": asdict(self.config), "state_dict": self.state_dict(), "settings": self.settings()}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Chain":
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError) as exc:
+            raise ModelError(f"{path}: cannot load a chain model: {exc}") from None
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            raise ModelError(f"{path}: expected a {FORMAT} file, found format {_get(blob, 'format')!r}")
+        chain = cls(ChainConfig(**blob["config"]))
+        chain.load_state_dict(blob["state_dict"])
+        return chain
+
+
+def _get(obj, key):
+    return obj.get(key) if isinstance(obj, dict) else type(obj).__name__
+
+
+def _lookup(settings: dict, effect: str, name: str) -> float:
+    try:
+        return settings[effect][name]
+    except (KeyError, TypeError):
+        raise ModelError(f"chain settings: missing {effect}.{name}") from None
+
+
+__all__ = ["Chain", "ChainConfig", "Range"]
