@@ -11,6 +11,7 @@ pedalboard.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -153,8 +154,8 @@ class Chain(nn.Module):
     def load(cls, path: Path) -> "Chain":
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise ModelError(f"{path}: cannot load a chain model: {exc}") from None
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise ModelError(f"{path}: cannot load a chain model: {str(exc).strip().splitlines()[0]}") from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ModelError(f"{path}: expected a {FORMAT} file, found format {_get(blob, 'format')!r}")
         chain = cls(ChainConfig(**blob["config"]))

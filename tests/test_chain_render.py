@@ -1,0 +1,126 @@
+"""Pedalboard rendering of chain settings matches the differentiable chain (issue 16)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stemdae.chain import Chain, ChainConfig, render_pedalboard
+from stemdae.errors import AudioError, ModelError
+
+SR = 44100
+
+
+def _eq_settings() -> dict:
+    s = Chain(ChainConfig(sr=SR, n_bells=3, reverb=False)).settings()
+    s["highpass"]["freq_hz"] = 70.0
+    s["low_shelf"].update(freq_hz=180.0, gain_db=4.5, q=0.9)
+    s["bell0"].update(freq_hz=350.0, gain_db=-7.0, q=2.5)
+    s["bell1"].update(freq_hz=2200.0, gain_db=3.0, q=0.8)
+    s["bell2"].update(freq_hz=9000.0, gain_db=-4.0, q=4.0)
+    s["high_shelf"].update(freq_hz=7000.0, gain_db=5.0, q=0.707)
+    s["compressor"].update(ratio=1.0)  # ratio 1: the compressor is the identity
+    return s
+
+
+def test_pedalboard_eq_response_within_half_a_db():
+    settings = _eq_settings()
+    n = 1 << 16
+    impulse = np.zeros((1, n), np.float32)
+    impulse[0, 0] = 1.0
+    h = render_pedalboard(settings, impulse, SR)[0].astype(np.float64)
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    band = (freqs >= 50) & (freqs <= 16000)
+    rendered_db = 20 * np.log10(np.abs(np.fft.rfft(h))[band])
+    chain_db = Chain.from_settings(settings).eq_response_db(freqs[band]).detach().numpy()
+    assert np.ptp(chain_db) > 10  # a response with shape, not a flat line
+    assert np.max(np.abs(rendered_db - chain_db)) < 0.5
+
+
+def test_pedalboard_compressor_static_gain_within_half_a_db():
+    s = Chain(ChainConfig(sr=SR, n_bells=1, reverb=False)).settings()
+    s["highpass"]["freq_hz"] = 10.0
+    s["compressor"].update(threshold_db=-24.0, ratio=5.0, attack_ms=2.0, release_ms=120.0, makeup_db=0.0)
+    chain = Chain.from_settings(s)
+    t = np.arange(SR // 2) / SR
+    levels_db = np.arange(-48.0, 1.0, 6.0)
+    x = np.stack([10 ** (lv / 20) * np.sin(2 * np.pi * 1000 * t) for lv in levels_db]).astype(np.float32)
+    steady = slice(SR // 4, None)
+    peak_db = lambda y: 20 * np.log10(np.abs(y[:, steady]).max(axis=1))  # noqa: E731
+    rendered = peak_db(np.concatenate([render_pedalboard(s, row[None], SR) for row in x])) - peak_db(x)
+    with torch.no_grad():
+        ours = peak_db(chain(torch.from_numpy(x)).numpy()) - peak_db(x)
+    formula = np.where(levels_db > -24.0, (1 / 5 - 1) * (levels_db + 24.0), 0.0)
+    assert rendered.min() < -15  # it compresses
+    np.testing.assert_allclose(ours, rendered, atol=0.5)
+    np.testing.assert_allclose(rendered, formula, atol=0.5)
+
+
+def test_pedalboard_renders_the_whole_chain_like_the_differentiable_one():
+    s = Chain(ChainConfig(sr=SR, n_bells=2, saturation=True, reverb=True, reverb_ir_s=0.5)).settings()
+    s["low_shelf"].update(gain_db=4.0)
+    s["bell1"].update(gain_db=-6.0, q=2.0)
+    s["compressor"].update(threshold_db=-25.0, ratio=4.0, attack_ms=3.0, release_ms=80.0, makeup_db=6.0)
+    s["saturation"]["drive_db"] = 9.0
+    s["reverb"].update(rt60_s=0.6, wet_db=-10.0)
+    rng = np.random.default_rng(5)
+    level = np.repeat(10 ** (rng.uniform(-40, 0, 12) / 20), SR // 8)
+    x = (0.3 * rng.standard_normal(level.size) * level).astype(np.float32)
+    rendered = render_pedalboard(s, x[None], SR)[0]
+    with torch.no_grad():
+        ours = Chain.from_settings(s)(torch.from_numpy(x)[None])[0].numpy()
+    err_db = 10 * np.log10(np.sum((ours - rendered) ** 2) / np.sum(rendered**2))
+    assert err_db < -40
+    assert np.sum((rendered - x) ** 2) > 0.1 * np.sum(x**2)  # the chain changed the signal
+
+
+def test_render_rejects_a_wrong_rate_and_bad_settings():
+    s = _eq_settings()
+    with pytest.raises(AudioError, match="48000 Hz"):
+        render_pedalboard(s, np.zeros((1, 100), np.float32), 48000)
+    with pytest.raises(ModelError, match="format"):
+        render_pedalboard({"config": {"sr": SR}}, np.zeros((1, 100), np.float32), SR)
+
+
+def test_settings_json_round_trip():
+    s = _eq_settings()
+    s["compressor"].update(threshold_db=-18.5, ratio=3.0)
+    text = json.dumps(s)
+    again = Chain.from_settings(json.loads(text)).settings()
+    for effect, values in s.items():
+        if effect in ("format", "config"):
+            assert again[effect] == values
+            continue
+        for name, value in values.items():
+            assert again[effect][name] == pytest.approx(value, rel=1e-4, abs=1e-4), (effect, name)
+
+
+def test_from_settings_names_the_bad_key():
+    s = _eq_settings()
+    del s["bell1"]["q"]
+    with pytest.raises(ModelError, match="bell1.q"):
+        Chain.from_settings(s)
+    s = _eq_settings()
+    s["compressor"]["ratio"] = 0.5
+    with pytest.raises(ModelError, match=r"compressor.ratio: 0.5 outside"):
+        Chain.from_settings(s)
+
+
+def test_saved_chain_loads_with_weights_only(tmp_path):
+    s = _eq_settings()
+    s["compressor"].update(threshold_db=-30.0, ratio=3.0)
+    chain = Chain.from_settings(s)
+    path = tmp_path / "chain.pt"
+    chain.save(path)
+    blob = torch.load(path, weights_only=True)
+    assert blob["settings"]["compressor"]["ratio"] == pytest.approx(3.0, rel=1e-5)
+    loaded = Chain.load(path)
+    x = 0.2 * torch.randn(1, 8000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), chain(x))
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="junk.pt"):
+        Chain.load(tmp_path / "junk.pt")
