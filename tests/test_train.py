@@ -160,7 +160,7 @@ def test_empty_group_is_skipped_with_a_clear_record(tmp_path):
     assert json.loads((tmp_path / "reports/train/keys/metrics.json").read_text())["skipped"] is True
     assert json.loads((tmp_path / "models/keys/mlflow.json").read_text())["run_id"] is None
     assert list(pd.read_csv(tmp_path / "reports/train/keys/learning_curve.csv").columns) == [
-        "epoch", "phase", "train_loss", "val_loss"]
+        "epoch", "phase", "train_loss", "val_loss", "kept"]
     with pytest.raises(CacheError, match="missing"):
         run(p, Paths(tmp_path), group="bass")
 
@@ -171,3 +171,30 @@ def test_bf16_precision_trains_on_cpu(project):
     assert np.isfinite(r.history["val_loss"]).all() and len(r.history) == 2
     out = load_predictor(project / "bf16").predict_magnitude(np.ones((3, 33), np.float32))
     assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_early_stopping_restores_the_best_epoch(project):
+    """Patience 2: training stops 2 epochs after the best validation loss, and the saved
+    weights are those of the best epoch (equal to a run that simply ends there)."""
+    paths = Paths(project)
+    p = tiny_params(project, pretrain=False, finetune_epochs=15, lr=3e-2, early_stopping_patience=2)
+    a = fit_group(p, "bass", paths, log_mlflow=False, model_dir=project / "es", enable_progress_bar=False)
+    h = a.history
+    best = int(h.loc[h["val_loss"].idxmin(), "epoch"])
+    assert a.metrics["stopped_early"] == 1 and len(h) == best + 2 < 15
+    assert h["kept"].tolist() == [int(e == best) for e in h["epoch"]]
+    assert a.metrics["kept_epoch"] == best and a.val_loss == h["val_loss"].min()
+    short = tiny_params(project, pretrain=False, finetune_epochs=best, lr=3e-2)
+    b = fit_group(short, "bass", paths, log_mlflow=False, model_dir=project / "short", enable_progress_bar=False)
+    assert b.metrics["kept_epoch"] == best and b.metrics["stopped_early"] == 0
+    sa, sb = _state(project / "es"), _state(project / "short")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_learning_curve_marks_the_kept_epochs(project):
+    p = tiny_params(project)  # 2 greedy phases x 1 epoch, then 3 fine-tuning epochs, no early stopping
+    run(p, Paths(project), group="bass")
+    curve = pd.read_csv(project / "reports" / "train" / "bass" / "learning_curve.csv")
+    assert curve["kept"].tolist() == [1, 1, 0, 0, 1]
+    metrics = json.loads((project / "reports" / "train" / "bass" / "metrics.json").read_text())
+    assert metrics["kept_epoch"] == 5 and metrics["stopped_early"] == 0

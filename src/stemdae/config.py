@@ -171,6 +171,9 @@ class TrainingParams(_Section):
     # Frames drawn per epoch (None: the whole training cache).
     frames_per_epoch: int | None = Field(None, ge=1)
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    # Fine-tuning stops after this many epochs without a lower validation loss and the
+    # weights of the best epoch are restored (None: off, every epoch runs, the last is kept).
+    early_stopping_patience: int | None = Field(None, ge=1)
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | Literal["auto"] = 1

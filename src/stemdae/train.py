@@ -18,6 +18,16 @@ the metrics of an uninterrupted one. Checkpoints live in
 ``work/checkpoints/<group>/<fingerprint>/`` (not under ``models/``: DVC
 deletes a stage's outputs before running it) and are removed on success.
 
+Early stopping (``training.early_stopping_patience``, fine-tuning only): the
+weights of the epoch with the lowest validation loss are kept in memory (and in
+``last.ckpt``); fine-tuning stops after ``patience`` epochs without a lower
+one and those weights are restored. The validation loss is measured on
+validation songs carved from the training songs (``data.py``), never on test
+songs. The learning curve's ``kept`` column marks the epoch whose weights each
+phase hands on (the last epoch of a greedy phase; the best fine-tuning epoch
+with early stopping, else the last); ``metrics.json`` and MLflow have it as
+``kept_epoch``.
+
 Progress: Lightning's bar on a TTY, otherwise one log line per epoch.
 MLflow logging goes through :mod:`stemdae.tracking` (imported lazily, only
 when ``log_mlflow``). Only global rank 0 writes files or logs to MLflow.
@@ -29,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import pickle
 import shutil
 import sys
@@ -121,6 +132,8 @@ class DAEModule(pl.LightningModule):
         self.sink: Callable[[dict[str, Any]], None] | None = None
         self.sent_upto = 0
         self._closed = -1
+        # Best fine-tuning epoch so far: {"epoch", "val_loss", "state"} (early stopping).
+        self.best: dict[str, Any] | None = None
         self._t0 = time.perf_counter()
         self._t_val: float | None = None
         self._train = torch.zeros(2, dtype=torch.float64)
@@ -167,6 +180,28 @@ class DAEModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._flush()
+        self._maybe_stop()  # a run resumed after the stopping epoch must not train on
+
+    def _track_best(self, rec: dict[str, Any]) -> None:
+        if self.phase.index != FINETUNE or not math.isfinite(rec["val_loss"]):
+            return
+        if self.best is None or rec["val_loss"] < self.best["val_loss"]:
+            state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+            self.best = {"epoch": int(rec["epoch"]), "val_loss": float(rec["val_loss"]), "state": state}
+        self._maybe_stop()
+
+    def _maybe_stop(self) -> None:
+        patience = self.tp.early_stopping_patience
+        if (patience and self.best is not None and self.phase.index == FINETUNE and self.history
+                and self.history[-1]["epoch"] - self.best["epoch"] >= patience):
+            self.trainer.should_stop = True
+
+    def restore_best(self) -> int | None:
+        """With early stopping, load the best fine-tuning epoch's weights; returns that epoch (global)."""
+        if not self.tp.early_stopping_patience or self.best is None:
+            return None
+        self.net.load_state_dict(self.best["state"])
+        return self.best["epoch"]
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Dropout draws from the global torch RNG, which Lightning and the
@@ -209,6 +244,7 @@ class DAEModule(pl.LightningModule):
             "frames_per_s": float(train[1]) / elapsed if elapsed > 0 else nan,
         }
         self.history.append(rec)
+        self._track_best(rec)
         if self.trainer.is_global_zero:
             if not self.trainer.progress_bar_callback:
                 log.info("%s epoch %d/%d (global %d): train_loss %.5f val_loss %.5f, %.0f frames/s",
@@ -225,10 +261,11 @@ class DAEModule(pl.LightningModule):
                 self.sent_upto = rec["epoch"]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["stemdae"] = {"history": list(self.history), "phase": self.phase.name}
+        checkpoint["stemdae"] = {"history": list(self.history), "phase": self.phase.name, "best": self.best}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("stemdae", {}).get("history", []))
+        self.best = checkpoint.get("stemdae", {}).get("best")
 
 
 @dataclass
@@ -318,6 +355,9 @@ def _run_phase(module: DAEModule, dm: GroupDataModule, phase: Phase, ckpt_dir: P
             trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CacheError(_not_plain(last, err)) from None
+    kept = module.restore_best()
+    if kept is not None:
+        log.info("%s: best validation loss at epoch %d, its weights restored", phase.name, kept)
     trainer.save_checkpoint(final)
 
 
@@ -438,9 +478,13 @@ def fit_group(params: Params, group: str, paths: Paths, *, model: ModelParams | 
             tracking.finish_run(run_id, "FAILED")
         raise
     history = pd.DataFrame(module.history)
-    last = module.history[-1]
+    best = module.best["epoch"] if t.early_stopping_patience and module.best is not None else None
+    history["kept"] = kept_epochs(history, best)
+    last = history[history["kept"] == 1].iloc[-1].to_dict()
     metrics = {"val_loss": last["val_loss"], "val_mag_mae": last["val_mag_mae"], "val_log_mae": last["val_log_mae"],
-               "train_loss": last["train_loss"], "epochs": int(last["epoch"]),
+               "train_loss": last["train_loss"], "epochs": int(history["epoch"].max()),
+               "kept_epoch": int(last["epoch"]), "stopped_early": int(history["epoch"].max() < phases[-1].offset
+                                                                       + phases[-1].epochs),
                "train_frames": int(len(dm.train_rows)), "val_frames": int(len(dm.val_rows)),
                "train_songs": len(dm.train_songs), "val_songs": len(dm.val_songs),
                "n_parameters": n_parameters(module.net), "elapsed_s": round(time.perf_counter() - started, 2),
@@ -458,6 +502,18 @@ def fit_group(params: Params, group: str, paths: Paths, *, model: ModelParams | 
     log.info("train %s: val_loss %.5f after %d epochs, %.1f s -> %s", group, result.val_loss, metrics["epochs"],
              metrics["elapsed_s"], model_dir)
     return result
+
+
+def kept_epochs(history: pd.DataFrame, best_epoch: int | None) -> np.ndarray:
+    """1 for the epoch whose weights each phase hands on (the last; ``best_epoch`` for fine-tuning), else 0."""
+    if history.empty:
+        return np.zeros(0, np.int64)
+    last_of_phase = history.groupby("phase", sort=False)["epoch"].transform("max")
+    keep = history["epoch"] == last_of_phase
+    if best_epoch is not None:
+        fine = history["phase"] == "finetune"
+        keep = (keep & ~fine) | (fine & (history["epoch"] == best_epoch))
+    return keep.astype(np.int64).to_numpy()
 
 
 def tracking_register(params: Params, register_model: bool | None) -> bool:
@@ -587,7 +643,7 @@ def run(params: Params, paths: Paths, *, group: str) -> Summary:
         log.warning("train@%s: skipped: %s", group, err)
         return _write_skipped(params, paths, group, summary, str(err))
     reports.mkdir(parents=True, exist_ok=True)
-    result.history[CURVE_COLUMNS].to_csv(reports / "learning_curve.csv", index=False)
+    result.history[[*CURVE_COLUMNS, "kept"]].to_csv(reports / "learning_curve.csv", index=False)
     metrics = {**result.metrics, "run_id": result.run_id, "registered_version": result.registered_version}
     (reports / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     summary.counts = {"epochs": metrics["epochs"], "val_loss": round(result.val_loss, 5),
@@ -607,7 +663,7 @@ def _write_skipped(params: Params, paths: Paths, group: str, summary: Summary, r
                                                        "params": params.model_dump(mode="json")}, indent=2) + "\n")
     (model_dir / "mlflow.json").write_text(json.dumps({"run_id": None, "model_uri": None,
                                                        "registered_version": None, "skipped": reason}, indent=2) + "\n")
-    pd.DataFrame(columns=CURVE_COLUMNS).to_csv(reports / "learning_curve.csv", index=False)
+    pd.DataFrame(columns=[*CURVE_COLUMNS, "kept"]).to_csv(reports / "learning_curve.csv", index=False)
     (reports / "metrics.json").write_text(json.dumps({"skipped": True, "reason": reason}, indent=2) + "\n")
     summary.skip(paths.features_group("train", group), reason)
     summary.counts = {"epochs": 0, "trained": 0}
