@@ -131,7 +131,8 @@ def test_run_reports_every_group_and_bad_inputs(tmp_path, tiny_params, monkeypat
     assert "cannot open the test cache" in report  # keys: nothing
     assert f"{guitar_test[0]}.npy: shape (2, 100)" in report
     assert "mlflow.json: missing" in report  # bass's model has no MLflow run: nothing logged, no alias
-    assert "Champion decision: no: DAE spectral_mae" in report  # 0.9·raw cannot beat the fitted EQ
+    assert "the test songs above play no part): no: on 1 validation song(s), DAE spectral_mae" in report  # 0.9·raw
+    # cannot beat the fitted EQ
 
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert set(metrics) == {"bass", "guitar", "vocal", "keys"}
@@ -230,18 +231,24 @@ def test_chain_lookup(tmp_path):
 # ------------------------------------------------------------------ real model, real MLflow registry
 
 
-def eq_workspace(root, gains: dict[str, np.ndarray]):
-    """bass only; stems made in the STFT domain: ``stem = istft(raw_mag · gains[split], raw_phase)``."""
+def eq_workspace(root, gains: dict[str, np.ndarray], *, n_train: int = 3):
+    """bass only; stems made in the STFT domain: ``stem = istft(raw_mag · gain, raw_phase)`` with
+    ``gain = gains[split]``, or ``gains["val"]`` for the training songs that training holds out for validation."""
+    from stemdae.data import split_songs
+
     rng = np.random.default_rng(5)
     paths = Paths(root)
-    paths.segments_dir.mkdir(parents=True)
+    paths.segments_dir.mkdir(parents=True, exist_ok=True)
+    names = pd.DataFrame({"song": [f"train{s}" for s in range(n_train)]})
+    val = set(split_songs(names, val_fraction=0.15, seed=0)[1])  # the default training.val_fraction and seed
     k = 0
-    for split, n_songs in (("train", 3), ("test", 2)):
+    for split, n_songs in (("train", n_train), ("test", 2)):
         entries = []
         for s in range(n_songs):
             raw = notes(rng)
             mag, phase = magnitude_phase(raw, n_fft=N_FFT, hop=HOP)
-            stem = istft(mag * gains[split][:, None], phase, n_fft=N_FFT, hop=HOP, length=raw.size)
+            gain = gains["val"] if f"{split}{s}" in val and "val" in gains else gains[split]
+            stem = istft(mag * gain[:, None], phase, n_fft=N_FFT, hop=HOP, length=raw.size)
             seg = np.stack([raw, stem]).astype(np.float32)
             pid = f"q{k:03d}"
             k += 1
@@ -290,11 +297,11 @@ def test_champion_alias_set_only_when_every_baseline_is_beaten(tmp_path, monkeyp
         "groups": {"bass": {"labels": ["electric bass"]}}})
     f = np.fft.rfftfreq(N_FFT, 1 / SR)
     g_train = np.full(f.size, 0.5)  # the EQ the training songs got ...
-    g_test = np.where(f < 1000, 2.0, 0.25)  # ... is not the one the test songs got
-    paths = eq_workspace(tmp_path, {"train": g_train, "test": g_test})
+    g_val = np.where(f < 1000, 2.0, 0.25)  # ... is not the one the validation (and test) songs got
+    paths = eq_workspace(tmp_path, {"train": g_train, "val": g_val, "test": g_val})
     name = f"{params.tracking.registry_prefix}bass"
 
-    good = register_eq_model(paths, params, g_test)  # knows the test EQ: beats every baseline
+    good = register_eq_model(paths, params, g_val)  # knows the validation EQ: beats every baseline there
     summary = evaluate.run(params, paths)
     assert summary.exit_code == 0 and summary.counts["champions"] == 1
     assert tracking.get_alias_version(name, "champion") == good

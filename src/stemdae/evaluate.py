@@ -9,10 +9,19 @@ differences on the waveforms rebuilt by inverse STFT. Spreads are over test
 segments. A ground-truth chain check (``chaincheck.py``) runs where the demo
 corpus left ``<Song>_CHAINS.json``.
 
-Champion: a group's registered model version gets the alias ``champion`` only
-when its mean ``evaluation.champion_metric`` on the test songs is lower than
-that of every baseline and none of its outputs were non-finite; otherwise the
-previous champion keeps the alias and the report says why.
+Champion: decided on **validation songs only**, never on the test songs: the
+group's validation songs are the ones training held out of the training songs
+(``data.split_songs`` with the group's ``training.val_fraction`` and seed);
+their unshifted segments go through the same metric code. A registered model
+version gets the alias ``champion`` only when its mean
+``evaluation.champion_metric`` on those songs is lower than that of every
+baseline (and it gave no non-finite output, a safety exclusion); otherwise the
+previous champion keeps the alias and the report says why. The static EQ is
+fitted on the training songs *without* the validation songs (the data the DAE
+was trained on), so it is a fair opponent on them; its least-squares vs
+weighted-median choice is made inside those training songs
+(``baselines.fit_static_eq``). Changing the test songs changes no decision
+(``tests/test_selection.py``).
 
 Outputs: ``reports/metrics.json``, ``reports/evaluation.md``,
 ``reports/plots/per_bin_error.csv``, ``reports/figures/`` (PNGs and
@@ -61,6 +70,9 @@ class GroupResult:
     dae_nonfinite: int = 0
     champion: str = ""
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # The same evaluation on the validation songs (carved from the training songs): decides the champion.
+    validation: GroupResult | None = None
+    validation_songs: list[str] = field(default_factory=list)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -208,9 +220,12 @@ def evaluate_group(group: str, params: Params, paths: Paths) -> GroupResult:
         res.messages.append(f"{test_dir}: the test split of {group!r} has no segments")
         return res
     train_dir = paths.features_group("train", group)
+    tcache = None
     try:
         tcache = _open(train_dir, params.features.n_bins)
-        res.eq = baselines.fit_static_eq(tcache.raw, tcache.stem, tcache.index)
+        res.validation_songs = validation_songs(tcache.index, params, group)
+        fit_index = tcache.index[~tcache.index["song"].astype(str).isin(res.validation_songs)]
+        res.eq = baselines.fit_static_eq(tcache.raw, tcache.stem, fit_index)
     except (StemdaeError, OSError, ValueError) as err:
         res.messages.append(f"{train_dir}: static EQ baselines not fitted ({err})")
     predictor = None
@@ -220,6 +235,13 @@ def evaluate_group(group: str, params: Params, paths: Paths) -> GroupResult:
     except Exception as err:  # missing files, a torch state-dict mismatch, ...: all mean "no model"
         res.messages.append(f"{model_dir}: no usable model ({type(err).__name__}: {err}); "
                             "only the baselines are evaluated")
+    if tcache is not None and res.validation_songs:
+        res.validation = GroupResult(group, eq=res.eq)
+        vindex = tcache.index[tcache.index["song"].astype(str).isin(res.validation_songs)
+                              & (tcache.index["shift_cents"].astype(float) == 0)]
+        for _, row in vindex.iterrows():
+            _evaluate_segment(res.validation, row, tcache, predictor, None, params, paths)
+        res.validation.examples.clear()
     meta = _pair_meta(paths)
     corpus_root = paths.corpus_root(params.corpus)
     chains_by_song: dict[str, Any] = {}
@@ -235,6 +257,27 @@ def evaluate_group(group: str, params: Params, paths: Paths) -> GroupResult:
                             "not eligible for champion")
     res.status = "evaluated" if res.has("dae") else ("baselines only" if res.rows else "no segment evaluated")
     return res
+
+
+def validation_songs(index: pd.DataFrame, params: Params, group: str) -> list[str]:
+    """The songs training held out of ``index`` (a training cache's) for validation: the same draw as ``data.py``."""
+    from stemdae.data import split_songs  # level 5 like this module; lazy: Lightning is only needed here
+
+    t = params.training_for(group)
+    return split_songs(index, val_fraction=t.val_fraction, seed=t.seed)[1]
+
+
+def decide_champion(res: GroupResult, params: Params) -> str:
+    """``"yes: ..."`` / ``"no: ..."``: the champion rule applied to the validation songs, never the test songs."""
+    if not res.has("dae"):
+        return f"no: no DAE output was evaluated ({res.status})"
+    if res.dae_nonfinite:
+        return f"no: the DAE gave non-finite output on {res.dae_nonfinite} test segment(s)"
+    v = res.validation
+    if v is None or not v.rows:
+        return "no: no validation songs to decide on (the test songs are never used for this decision)"
+    ok, why = beats_every_baseline(v, summary_table(v, params.evaluation.confidence), params.evaluation.champion_metric)
+    return ("yes: " if ok else "no: ") + f"on {len(res.validation_songs)} validation song(s), " + why
 
 
 # ------------------------------------------------------------------ aggregation
@@ -311,6 +354,10 @@ def metrics_json(results: list[GroupResult], confidence: float) -> dict[str, Any
         for b, d in compare(stats).items():
             g[f"dae_vs_{b}"] = {k: v for k, v in d.items() if np.isfinite(v)}
         g["champion"] = int(res.champion.startswith("yes"))
+        if res.validation is not None and res.validation.rows:
+            vstats = summary_table(res.validation, confidence)
+            g["validation"] = {m: {k: v["mean"] for k, v in ms.items() if k in CORE and np.isfinite(v["mean"])}
+                               for m, ms in vstats.items()}
         out[res.group] = g
     return out
 
@@ -481,7 +528,9 @@ def render_report(results: list[GroupResult], params: Params, chain_md: str) -> 
             lines += ["", "DAE loses on: " + (", ".join(core) if core else "no spectral/waveform metric")
                       + f"; and on {n_feat} mixing-feature difference(s) vs some baseline (table above)."]
         lines += ["", f"### Per instrument ({ev.champion_metric})", ""] + _instrument_table(r, ev.champion_metric)
-        lines += ["", f"Champion decision: {r.champion or 'no'}."]
+        val = ", ".join(r.validation_songs) or "none"
+        lines += ["", f"Champion decision (validation songs carved from the training songs: {val}; "
+                      f"the test songs above play no part): {r.champion or 'no'}."]
     lines += ["", "## Ground-truth chain check", "", chain_md]
     return "\n".join(lines) + "\n"
 
@@ -570,12 +619,7 @@ def run(params: Params, paths: Paths) -> Summary:
     results = []
     for group in params.groups:
         res = evaluate_group(group, params, paths)
-        stats = summary_table(res, params.evaluation.confidence)
-        if res.has("dae"):
-            ok, why = beats_every_baseline(res, stats, params.evaluation.champion_metric)
-            res.champion = ("yes: " if ok else "no: ") + why
-        else:
-            res.champion = f"no: no DAE output was evaluated ({res.status})"
+        res.champion = decide_champion(res, params)
         results.append(res)
         log.info("evaluate %s: %s, %d rows", group, res.status, len(res.rows))
     reports = paths.reports_dir
