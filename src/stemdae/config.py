@@ -5,7 +5,9 @@ stage receives only its own frozen section. Unknown keys, wrong types and
 out-of-range values fail at load time with a :class:`ConfigError` that names
 the file and the dotted key.
 
-The defaults reproduce Martinez Ramirez & Reiss (2017): 10 s windows at
+``training.profile: paper`` reproduces Martinez Ramirez & Reiss (2017) in one
+switch (:data:`PAPER_PROFILE`); the defaults depart from it where the README's
+"Paper vs defaults" says why (``model.scaling``, the ``demo`` profile). The paper: 10 s windows at
 44.1 kHz, mono, loudness-normalised; pitch shifts of -4..+4 semitones in
 50-cent steps; STFT 2048/1024; a 1025-1024-1024-1024-1025 ReLU autoencoder
 with dropout 0.2, Adam and mean absolute error, trained greedily layer-wise
@@ -31,6 +33,28 @@ GROUPS_PAPER: dict[str, list[str]] = {
     "vocal": ["male singer", "female singer", "male rapper"],
     "keys": ["piano", "synth lead", "tack piano", "electric piano"],
 }
+
+
+# ``training.profile: paper``: everything the paper specifies, in one switch (built in, so it
+# works whatever params.yaml's ``profiles`` say; params.yaml repeats it). ``model`` keys of a
+# profile are applied to the model section.
+PAPER_PROFILE: dict[str, Any] = {
+    "pretrain": True, "pretrain_epochs": 100, "finetune_epochs": 100, "frames_per_epoch": None,
+    "precision": "32-true", "early_stopping_patience": None, "loss": "l1", "optimizer": "adam",
+    "model": {"scaling": "linear", "activation": "relu", "hidden": [1024, 1024, 1024], "dropout": 0.2},
+}
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {"paper": PAPER_PROFILE}
+
+
+def _profile(training: Any) -> dict[str, Any] | None:
+    """The override mapping of ``training.profile`` (params.yaml's ``profiles`` first, then the built-ins)."""
+    if not isinstance(training, dict) or not training.get("profile"):
+        return None
+    profiles = {**BUILTIN_PROFILES, **(training.get("profiles") or {})}
+    name = training["profile"]
+    if name not in profiles:
+        raise ValueError(f"profile {name!r} is not one of profiles: {sorted(profiles)}")
+    return profiles[name] or {}
 
 
 def _is_number_type(annotation: Any) -> bool:
@@ -189,13 +213,11 @@ class TrainingParams(_Section):
     @model_validator(mode="before")
     @classmethod
     def _apply_profile(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not data.get("profile"):
+        override = _profile(data)
+        if override is None:
             return data
         name = data["profile"]
-        profiles = data.get("profiles") or {}
-        if name not in profiles:
-            raise ValueError(f"profile {name!r} is not one of profiles: {sorted(profiles)}")
-        override = profiles[name] or {}
+        override = {k: v for k, v in override.items() if k != "model"}  # applied by Params
         bad = sorted(set(override) - (set(cls.model_fields) - {"profile", "profiles"}))
         if bad:
             raise ValueError(f"profiles.{name} has unknown keys {bad}")
@@ -269,6 +291,17 @@ class Params(_Section):
     evaluation: EvaluationParams = Field(default_factory=EvaluationParams)
     sweep: SweepParams = Field(default_factory=SweepParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_model(cls, data: Any) -> Any:
+        """A profile's ``model`` mapping overrides the model section (``paper``: linear magnitudes)."""
+        if not isinstance(data, dict):
+            return data
+        override = _profile(data.get("training"))
+        if not override or not isinstance(override.get("model"), dict):
+            return data
+        return {**data, "model": {**(data.get("model") or {}), **override["model"]}}
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Params:
