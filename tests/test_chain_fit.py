@@ -13,16 +13,6 @@ SR = 44100
 OCTAVES_HZ = 1000.0 * 2.0 ** np.arange(-4, 4)  # 62.5 Hz .. 8 kHz
 
 
-@pytest.fixture()
-def one_thread():
-    # The fit is a chain of small FFTs: one thread is as fast on an idle machine and
-    # far faster on a busy one (the test suite runs beside other jobs).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _music_like(rng: np.random.Generator, n: int) -> np.ndarray:
     """Pink noise whose level jumps every 250 ms over 30 dB (notes at different loudness).
 
@@ -38,7 +28,7 @@ def _music_like(rng: np.random.Generator, n: int) -> np.ndarray:
     return (0.25 * pink * level).astype(np.float32)
 
 
-def test_preset_fit_recovers_eq_and_compressor(one_thread):
+def test_preset_fit_recovers_eq_and_compressor():
     config = ChainConfig(sr=SR, n_bells=1, reverb=False)
     truth = Chain(config).settings()
     truth["highpass"]["freq_hz"] = 60.0
@@ -54,8 +44,10 @@ def test_preset_fit_recovers_eq_and_compressor(one_thread):
         with torch.no_grad():
             pairs.append(np.stack([raw, true_chain(torch.from_numpy(raw)[None])[0].numpy()]))
 
+    threads = torch.get_num_threads()
     fitted = fit_preset(pairs, SR, steps=120, seed=0, config=config, crop_s=0.75, warm_s=0.2, batch=2, lr=0.1)
 
+    assert torch.get_num_threads() == threads  # restored after the one-thread fit
     assert fitted.fit_history[-1] < 0.1 * fitted.fit_history[0]
     got = fitted.settings()
     # Gain before a compressor trades against its threshold (EQ +d dB, threshold +d dB and

@@ -296,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_listen_parser(sub)
 
+    from stemdae.chain.commands import add_parser as add_chain_parser  # argparse only: cheap
+
+    add_chain_parser(sub)
+
     s = sub.add_parser("train", help="stage: train one group's stacked autoencoder")
     s.add_argument("--group", required=True)
     s.set_defaults(func=cmd_train)

@@ -2,11 +2,25 @@
 
 ``Chain`` (EQ, compressor, saturation, reverb in engineer units), ``fit_preset``
 (one setting per group from training pairs) and ``render_pedalboard`` (the same
-settings through pedalboard).
+settings through pedalboard). Exports load lazily, so ``stemdae.chain.commands``
+(argparse wiring, imported by every CLI call) does not import torch.
 """
 
-from stemdae.chain.chain import Chain, ChainConfig
-from stemdae.chain.fit import fit_preset
-from stemdae.chain.render import render_pedalboard
+from __future__ import annotations
 
-__all__ = ["Chain", "ChainConfig", "fit_preset", "render_pedalboard"]
+import importlib
+
+_EXPORTS = {
+    "Chain": "stemdae.chain.chain",
+    "ChainConfig": "stemdae.chain.chain",
+    "fit_preset": "stemdae.chain.fit",
+    "render_pedalboard": "stemdae.chain.render",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'stemdae.chain' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

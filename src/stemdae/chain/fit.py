@@ -68,11 +68,25 @@ def fit_preset(
     warm_s: float = 0.5,
     batch: int = 4,
     lr: float = 0.05,
+    threads: int = 1,
 ) -> Chain:
     """Fit one chain to ``pairs`` (each ``(2, n)`` = raw, stem at ``sr``) with Adam.
 
+    ``threads``: torch intra-op threads during the fit (restored after). The fit is
+    a chain of small FFTs and one sample loop: a second thread gains little, and on
+    a busy machine it cost 10-100x here (README, "Chain model").
+
     Returns the fitted ``Chain`` in eval mode; ``chain.fit_history`` holds the loss per step.
     """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _fit(pairs, sr, steps, seed, config, crop_s, warm_s, batch, lr)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit(pairs, sr, steps, seed, config, crop_s, warm_s, batch, lr) -> Chain:
     config = config or ChainConfig(sr=sr)
     if config.sr != sr:
         raise AudioError(f"fit_preset: pairs at {sr} Hz, chain config at {config.sr} Hz")

@@ -1,0 +1,76 @@
+"""Fit and store one group's preset chain from the ``segments`` stage's training pairs.
+
+Files (``models/<group>/chain/``): ``chain.pt`` (``Chain.save``: plain tensors
+and dicts, loads with ``weights_only=True``), ``settings.json`` (engineer
+units), ``fit_history.csv`` (``step, loss``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stemdae import io
+from stemdae.chain.chain import Chain, ChainConfig
+from stemdae.chain.fit import fit_preset
+from stemdae.errors import CacheError, ModelError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ("pair_id", "group", "split")
+
+
+def chain_dir(models_dir: Path, group: str) -> Path:
+    return Path(models_dir) / group / "chain"
+
+
+def training_pairs(segments_dir: Path, group: str, *, split: str = "train") -> list[np.ndarray]:
+    """The ``(2, n)`` raw/stem segments of ``group`` in ``split``, in manifest order."""
+    manifest = Path(segments_dir) / "manifest.csv"
+    rows = [r for r in io.read_csv(manifest, MANIFEST_COLUMNS) if r["group"] == group and r["split"] == split]
+    if not rows:
+        raise CacheError(f"{manifest}: no {split} segments of group {group!r}")
+    pairs = []
+    for row in rows:
+        path = Path(segments_dir) / f"{row['pair_id']}.npy"
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"{path}: unreadable segment ({exc}); rerun the segments stage") from None
+        if arr.ndim != 2 or arr.shape[0] != 2:
+            raise CacheError(f"{path}: expected shape (2, n), found {arr.shape}")
+        pairs.append(np.asarray(arr, dtype=np.float32))
+    return pairs
+
+
+def fit_group(segments_dir: Path, models_dir: Path, group: str, *, sr: int, config: ChainConfig,
+              steps: int, seed: int, crop_s: float = 2.0, batch: int = 4) -> dict:
+    """Fit the group's preset and write its files; returns a small summary dict."""
+    pairs = training_pairs(segments_dir, group)
+    t0 = time.perf_counter()
+    chain = fit_preset(pairs, sr, steps=steps, seed=seed, config=config, crop_s=crop_s, batch=batch)
+    seconds = time.perf_counter() - t0
+    out = chain_dir(models_dir, group)
+    out.mkdir(parents=True, exist_ok=True)
+    chain.save(out / "chain.pt")
+    io.write_json(out / "settings.json", chain.settings())
+    io.write_csv(out / "fit_history.csv", ({"step": i + 1, "loss": v} for i, v in enumerate(chain.fit_history)), ("step", "loss"))
+    log.info("chain %s: %d pairs, %d steps in %.1f s, loss %.4f -> %.4f", group, len(pairs), steps, seconds,
+             chain.fit_history[0], chain.fit_history[-1])
+    return {"group": group, "pairs": len(pairs), "steps": steps, "fit_s": round(seconds, 2),
+            "loss_first": chain.fit_history[0], "loss_last": chain.fit_history[-1], "dir": str(out)}
+
+
+def load_chain(source: Path) -> Chain:
+    """A chain from ``chain.pt``, a ``settings.json`` or a directory holding either."""
+    source = Path(source)
+    if source.is_dir():
+        source = source / "chain.pt" if (source / "chain.pt").exists() else source / "settings.json"
+    if not source.exists():
+        raise ModelError(f"{source}: no chain model here (fit one with `stemdae chain fit --group G`)")
+    if source.suffix == ".json":
+        return Chain.from_settings(io.read_json(source))
+    return Chain.load(source)

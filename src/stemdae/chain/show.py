@@ -1,0 +1,60 @@
+"""What a fitted chain does, for an engineer: settings as text, curves as a figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from stemdae.chain.chain import Chain
+from stemdae.chain.dynamics import static_gain_db
+
+LABELS = {"highpass": "high-pass (12 dB/oct)", "low_shelf": "low shelf", "high_shelf": "high shelf",
+          "compressor": "compressor", "saturation": "saturation (tanh)", "reverb": "reverb"}
+
+
+def settings_text(settings: dict, *, title: str = "") -> str:
+    """One line per effect in signal order, values rounded as an engineer would set them."""
+    lines = [title] if title else []
+    for effect, values in settings.items():
+        if effect in ("format", "config"):
+            continue
+        label = LABELS.get(effect, effect.replace("bell", "bell "))
+        # names carry their units (freq_hz, gain_db, attack_ms, ...)
+        parts = [f"{name} {value:.0f}" if name == "freq_hz" and value >= 100 else f"{name} {value:.3g}" for name, value in values.items()]
+        lines.append(f"  {label:24s} " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def curves(chain: Chain, *, n_points: int = 400) -> dict[str, np.ndarray]:
+    """EQ magnitude (dB) on a log grid 20 Hz-20 kHz and the compressor's static curve (dB in -> dB out)."""
+    freqs = np.geomspace(20.0, min(20000.0, chain.config.sr / 2 * 0.999), n_points)
+    level_in = np.linspace(-60.0, 0.0, 121)
+    with torch.no_grad():
+        eq_db = chain.eq_response_db(freqs).numpy()
+        gain = static_gain_db(torch.from_numpy(level_in), chain.value("compressor", "threshold_db"), chain.value("compressor", "ratio"))
+        level_out = level_in + gain.numpy() + float(chain.value("compressor", "makeup_db"))
+    return {"freq_hz": freqs, "eq_db": eq_db, "level_in_db": level_in, "level_out_db": level_out}
+
+
+def figure(chain: Chain, path: Path, *, title: str = "") -> Path:
+    """Write the EQ response and compressor static curve as one PNG; returns ``path``."""
+    c = curves(chain)
+    fig = Figure(figsize=(10, 4))
+    ax_eq, ax_comp = fig.subplots(1, 2)
+    ax_eq.semilogx(c["freq_hz"], c["eq_db"])
+    ax_eq.set(xlabel="frequency (Hz)", ylabel="gain (dB)", title="EQ magnitude response", xlim=(20, c["freq_hz"][-1]))
+    ax_eq.grid(True, which="both", alpha=0.3)
+    ax_comp.plot(c["level_in_db"], c["level_out_db"], label="compressor + make-up")
+    ax_comp.plot(c["level_in_db"], c["level_in_db"], "--", color="grey", label="unity")
+    ax_comp.set(xlabel="envelope in (dBFS)", ylabel="out (dBFS)", title="compressor static curve")
+    ax_comp.legend()
+    ax_comp.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return Path(path)
