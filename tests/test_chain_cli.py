@@ -41,7 +41,7 @@ def test_chain_fit_then_show(tmp_path, capsys):
     assert main(argv + ["fit", "--group", "bass", "--steps", "3", "--crop-s", "0.5", "--batch", "2", "--bells", "1", "--no-reverb"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["pairs"] == 2 and summary["steps"] == 3  # the test pair is not trained on
-    model_dir = tmp_path / "models" / "bass" / "chain"
+    model_dir = tmp_path / "models" / "chain" / "bass"
     assert torch.load(model_dir / "chain.pt", weights_only=True)["format"] == "stemdae-chain/1"
     assert json.loads((model_dir / "settings.json").read_text())["config"]["n_bells"] == 1
     assert len((model_dir / "fit_history.csv").read_text().splitlines()) == 1 + 3
@@ -67,6 +67,6 @@ def test_show_curves_are_the_settings():
 def test_show_errors_name_the_file(tmp_path, capsys):
     argv = ["--params", str(REPO / "params.yaml"), "--root", str(tmp_path), "chain", "show", "--group", "vocals"]
     assert main(argv) == 2
-    assert "models/vocals/chain" in capsys.readouterr().err
+    assert "models/chain/vocals" in capsys.readouterr().err
     with pytest.raises(Exception, match="no chain model"):
         load_chain(tmp_path / "nowhere")

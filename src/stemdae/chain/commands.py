@@ -66,7 +66,7 @@ def add_parser(sub) -> None:
 
     s = chain_sub.add_parser("show", help="print a chain's settings in engineer units and plot its curves")
     g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--group", help="models/<group>/chain")
+    g.add_argument("--group", help="models/chain/<group>")
     g.add_argument("--model", help="a chain.pt, settings.json, or a directory holding one")
     s.add_argument("--figure", default=None, help="PNG path (default reports/chain/<group>.png)")
     s.add_argument("--json", action="store_true", help="also print the settings as JSON")

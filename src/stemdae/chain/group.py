@@ -1,6 +1,7 @@
 """Fit and store one group's preset chain from the ``segments`` stage's training pairs.
 
-Files (``models/<group>/chain/``): ``chain.pt`` (``Chain.save``: plain tensors
+Files (``models/chain/<group>/``, beside and not inside the DAE's ``models/<group>/``,
+which the ``train@<group>`` stage owns and DVC rewrites): ``chain.pt`` (``Chain.save``: plain tensors
 and dicts, loads with ``weights_only=True``), ``settings.json`` (engineer
 units), ``fit_history.csv`` (``step, loss``).
 """
@@ -24,7 +25,7 @@ MANIFEST_COLUMNS = ("pair_id", "group", "split")
 
 
 def chain_dir(models_dir: Path, group: str) -> Path:
-    return Path(models_dir) / group / "chain"
+    return Path(models_dir) / "chain" / group
 
 
 def training_pairs(segments_dir: Path, group: str, *, split: str = "train") -> list[np.ndarray]:
