@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,25 @@ def sine(freq_hz: float, *, sr: int = 44100, duration_s: float = 1.0, amp: float
     x[:n] *= fade
     x[-n:] *= fade[::-1]
     return x.astype(np.float32)
+
+
+@pytest.fixture()
+def mounts():
+    """``mount(path, size="2m", read_only=False)``: a small tmpfs the test mounts itself (CI runs as root)
+    for full-disk and read-only cases; everything mounted is unmounted at the end."""
+    done: list[Path] = []
+
+    def mount(path: Path, size: str = "2m", *, read_only: bool = False) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.fail(f"cannot mount a tmpfs at {path} (tests run as root in CI): {proc.stderr.strip()}")
+        done.append(path)
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        return path
+
+    yield mount
+    for path in reversed(done):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

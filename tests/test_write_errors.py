@@ -22,31 +22,6 @@ from test_segments import corpus
 BIN = Path(sys.executable).parent
 
 
-def _mount(path: Path, size: str, *, read_only: bool = False) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs at {path} (tests run as root in CI): {proc.stderr.strip()}")
-    if read_only:
-        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
-
-
-@pytest.fixture()
-def mounts():
-    """``mount(path, size, read_only=False)``; everything mounted is unmounted at the end."""
-    done: list[Path] = []
-
-    def mount(path: Path, size: str = "2m", *, read_only: bool = False) -> Path:
-        _mount(path, size, read_only=read_only)
-        done.append(path)
-        return path
-
-    yield mount
-    for path in reversed(done):
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 def _hidden(d: Path) -> list[str]:
     return [p.name for p in d.iterdir() if p.name.startswith(".")]
 

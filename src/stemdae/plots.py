@@ -12,6 +12,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from stemdae.errors import WriteError
+from stemdae.writeguard import writing
+
 __all__ = ["learning_curve", "save", "spectrogram_triptych"]
 
 
@@ -80,6 +83,12 @@ def spectrogram_triptych(raw: np.ndarray, target: np.ndarray, output: np.ndarray
 def save(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    fig.clear()
+    try:
+        with writing(path):  # a full disk or read-only file system: one line naming the figure
+            fig.savefig(path, dpi=dpi)
+    except WriteError:
+        path.unlink(missing_ok=True)  # no half-written figure
+        raise
+    finally:
+        fig.clear()
     return path

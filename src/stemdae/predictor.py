@@ -20,6 +20,7 @@ local files only (no import of :mod:`stemdae.tracking`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from stemdae.errors import ModelError
 from stemdae.frontend import FrontEnd, TrainedOn
 from stemdae.model import StackedAutoencoder
 from stemdae.scaling import Scaler
+from stemdae.writeguard import writing
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +139,14 @@ def save_model(path: str | Path, net: StackedAutoencoder, scaler: Scaler, *, fro
     if trained_on is not None:
         record["trained_on"] = trained_on.to_dict()
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(record, tmp)
-    tmp.replace(path)
+    need = sum(v.numel() * v.element_size() for v in state.values()) + 64 * 1024  # + the pickled plain data
+    try:
+        with writing(path, need):  # a full disk or read-only file system: one line naming model.pt
+            torch.save(record, tmp)
+            tmp.replace(path)
+    finally:
+        with contextlib.suppress(OSError):  # a half-written temp file (none on a read-only file system)
+            tmp.unlink(missing_ok=True)
     return path
 
 
