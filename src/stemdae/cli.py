@@ -209,6 +209,17 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from stemdae import crossval
+    from stemdae.config import load_params
+
+    params = load_params(args.params, overrides={"training.profile": args.profile} if args.profile else None)
+    summary = crossval.run(params, _paths(args), k=args.folds, seeds=args.seeds, name=args.name,
+                           max_units=args.max_units, shifted=Path(args.shifted) if args.shifted else None)
+    print(summary.text())
+    return summary.exit_code
+
+
 def cmd_main(args: argparse.Namespace) -> int:
     from stemdae.pipeline import run_main
 
@@ -284,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--apply", action="store_true",
                    help="write the best trial's parameters into params.yaml (groups.<group> overrides)")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("crossval", help="cross-validation by song: K folds x S seeds, DAE vs baselines, paired tests")
+    s.add_argument("--folds", type=int, default=3, help="K folds of songs (default 3)")
+    s.add_argument("--seeds", type=int, default=2, help="training seeds per fold (default 2)")
+    s.add_argument("--profile", default=None, help="training.profile to use (default: params.yaml's)")
+    s.add_argument("--name", default="default",
+                   help="workspace/report name (default: work/crossval, reports/crossval; else a subfolder)")
+    s.add_argument("--max-units", type=int, default=None,
+                   help="stop after this many newly trained (fold, seed, group) units; rerun to continue")
+    s.add_argument("--shifted", default=None, metavar="DIR",
+                   help="also test every fold's models on this corpus (e.g. demo-corpus --style shifted)")
+    s.set_defaults(func=cmd_crossval)
 
     s = sub.add_parser("retrain", help="CI retraining: dvc pull, repro if anything changed, push, metrics diff")
     s.add_argument("--no-push", action="store_true")

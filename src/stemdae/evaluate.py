@@ -202,8 +202,9 @@ def _evaluate_segment(res: GroupResult, row: pd.Series, cache: Any, predictor: A
 # ------------------------------------------------------------------ one group
 
 
-def evaluate_group(group: str, params: Params, paths: Paths) -> GroupResult:
-    """Evaluate one group's DAE and the baselines on its test segments; never raises for bad input."""
+def evaluate_group(group: str, params: Params, paths: Paths, *, model_dir: Path | None = None) -> GroupResult:
+    """Evaluate one group's DAE (``model_dir``, default ``models/<group>``) and the baselines on its
+    test segments, and on its validation songs; never raises for bad input."""
     res = GroupResult(group)
     test_dir = paths.features_group("test", group)
     try:
@@ -229,7 +230,7 @@ def evaluate_group(group: str, params: Params, paths: Paths) -> GroupResult:
     except (StemdaeError, OSError, ValueError) as err:
         res.messages.append(f"{train_dir}: static EQ baselines not fitted ({err})")
     predictor = None
-    model_dir = paths.model_dir(group)
+    model_dir = Path(model_dir or paths.model_dir(group))
     try:
         predictor = _load_predictor(model_dir, params)
     except Exception as err:  # missing files, a torch state-dict mismatch, ...: all mean "no model"

@@ -1,0 +1,80 @@
+"""stemdae crossval on a tiny demo corpus: folds, per-song CSV, paired statistics, resume == uninterrupted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stemdae import crossval, pairs
+from stemdae.config import Paths, load_params
+from stemdae.corpus.synth import SynthOptions, synthesize_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny(root: Path):
+    return load_params(REPO / "params.yaml", overrides={
+        "segments.window_s": 2.0, "segments.sr": 22050, "features.n_fft": 512, "features.hop": 256,
+        "augmentation.semitones_min": -0.5, "augmentation.semitones_max": 0.5, "augmentation.n_jobs": 1,
+        "model.hidden": [16], "training.profile": None, "training.pretrain": False, "training.finetune_epochs": 2,
+        "training.batch_size": 64, "training.accelerator": "cpu", "training.val_fraction": 0.3,
+        "evaluation.mrstft_ffts": [256], "tracking.uri": f"sqlite:///{root}/mlflow.db",
+        "tracking.artifact_root": str(root / "mlruns"),
+        "groups": {"bass": {"labels": ["electric bass", "synth bass"]},
+                   "keys": {"labels": ["piano", "synth lead", "tack piano", "electric piano"]}}})
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cv")
+    synthesize_corpus(root / "data", SynthOptions(n_songs=6, seconds=12.0, seed=0, n_jobs=1))
+    pairs.run(tiny(root), Paths(root))
+    return root
+
+
+@pytest.mark.slow
+def test_crossval_covers_every_song_and_resumes_to_the_same_result(project, tmp_path):
+    params, paths = tiny(project), Paths(project)
+    summary = crossval.run(params, paths, k=2, seeds=1)
+    out = project / "reports" / "crossval"
+    songs = pd.read_csv(out / "per_song.csv")
+    folds = json.loads((project / "work" / "crossval" / "folds.json").read_text())
+    all_songs = set(pd.read_csv(paths.pairs_csv)["song"])
+    assert sorted(s for f in folds for s in f) == sorted(all_songs)  # every song in exactly one fold
+    assert set(songs["song"]) == all_songs  # ... and tested
+    for fold, test in enumerate(folds):  # the fold's test rows are its own songs only
+        assert set(songs.loc[songs["fold"] == fold, "song"]) <= set(test)
+    assert {"song", "group", "instrument", "fold", "seed", "method", "spectral_mae", "lsd_db", "mrstft"} <= set(songs)
+    assert set(songs["method"]) == {"dae", "identity", "static_eq", "static_eq_gain"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    g = metrics["groups"]["bass"]
+    assert g["n_songs"] >= 2 and 0 <= g["dae_vs_identity"]["p_value"] <= 1
+    assert g["dae"]["spectral_mae"]["mean"] == pytest.approx(
+        songs[(songs.group == "bass") & (songs.method == "dae")].groupby("song")["spectral_mae"].mean().mean())
+    report = (out / "report.md").read_text()
+    assert "Wilcoxon" in report and "| bass |" in report and summary.counts["units_done"] == 4
+
+    # an interrupted run (stopped after 1 of 4 units) resumed in a copy equals the uninterrupted one
+    other = tmp_path / "copy"
+    other.mkdir()
+    shutil.copytree(project / "data", other / "data", symlinks=True)
+    (other / "work").mkdir()
+    shutil.copy(paths.pairs_csv, other / "work" / "pairs.csv")
+    first = crossval.run(tiny(other), Paths(other), k=2, seeds=1, max_units=1, log_mlflow=False)
+    assert first.counts["stopped_early"] == 1 and len(list((other / "work/crossval/results").glob("*.csv"))) == 1
+    crossval.run(tiny(other), Paths(other), k=2, seeds=1, log_mlflow=False)
+    resumed = pd.read_csv(other / "reports" / "crossval" / "per_song.csv")
+    pd.testing.assert_frame_equal(songs, resumed)
+    assert json.loads((other / "reports/crossval/metrics.json").read_text()) == metrics
+
+    from mlflow import MlflowClient  # the units' runs are children of one parent
+    from stemdae import tracking
+
+    tracking.configure(params.tracking, project)
+    runs = MlflowClient().search_runs([tracking.experiment_id(params.tracking, project)])
+    children = [r for r in runs if r.data.tags.get("stemdae.stage") == "crossval"]
+    assert len(children) == 4 and len({r.data.tags["mlflow.parentRunId"] for r in children}) == 1
