@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stemdae.dsp.stft import istft, magnitude_phase, n_frames, stft
+from stemdae.dsp.stft import hann, istft, magnitude_phase, n_frames, stft
 
 
 @pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
@@ -21,6 +21,14 @@ def test_stft_matches_librosa(rng, pad_mode, n_fft, hop, n):
     assert ours.shape == ref.shape == (n_fft // 2 + 1, n_frames(n, hop=hop))
     np.testing.assert_allclose(ours, ref, atol=1e-4 * np.abs(ref).max())
 
+
+
+@pytest.mark.parametrize("n_fft", [1, 2, 3, 64, 1023, 2048, 4096])
+def test_hann_is_scipys_window_bit_for_bit(n_fft):
+    import scipy.signal  # not imported by stemdae.dsp.stft (start-up time)
+
+    np.testing.assert_array_equal(hann(n_fft), scipy.signal.get_window("hann", n_fft, fftbins=True))
+    assert hann(n_fft).dtype == np.float64
 
 def test_stft_channels_are_independent(rng):
     x = rng.standard_normal((2, 8000)).astype(np.float32)

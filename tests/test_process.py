@@ -278,6 +278,21 @@ def test_file_in_blocks_equals_one_go(predictor, tmp_path):
     np.testing.assert_allclose(stemdae.process(x.T, sr, model=predictor).T, y1, atol=1e-6 * np.abs(y1).max())
 
 
+
+def test_channels_in_threads_equal_one_thread_bit_for_bit(predictor, tmp_path):
+    sr, n = 48000, 48000 * 3 + 77
+    path = tmp_path / "in.wav"
+    sf.write(path, noise(n, channels=3, seed=4).T, sr, subtype="FLOAT")
+    base = dataclasses.replace(settings_for(predictor), block_frames=7)
+    for threads in (1, 3):
+        process_file(path, tmp_path / f"t{threads}.wav", predictor=predictor,
+                     st=dataclasses.replace(base, threads=threads), read_block=5001)
+    y1, _ = sf.read(tmp_path / "t1.wav", dtype="float32")
+    y3, _ = sf.read(tmp_path / "t3.wav", dtype="float32")
+    assert y1.shape == y3.shape == (n, 3) and np.abs(y1).max() > 1e-4
+    assert not np.array_equal(y1[:, 0], y1[:, 1])  # three different channels, each in its place
+    np.testing.assert_array_equal(y3, y1)
+
 def _write_inputs(folder: Path) -> dict[str, Path]:
     folder.mkdir()
     (folder / "sub").mkdir()

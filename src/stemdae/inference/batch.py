@@ -9,6 +9,7 @@ existing file for several inputs is one error up front.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import os
@@ -117,7 +118,7 @@ def _init_worker(model_path: str, st: Settings, log_level: int) -> None:
 
     torch.set_num_threads(1)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    _WORKER["st"] = st
+    _WORKER["st"] = dataclasses.replace(st, threads=1)  # the workers are the parallelism
     try:
         _WORKER["predictor"] = load_model(model_path)
     except StemdaeError as err:

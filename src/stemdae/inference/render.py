@@ -15,7 +15,9 @@ What one recording goes through (the front end is the model's own
 2. **pass 2** (streamed, per output channel): gain -> soxr HQ to the model's
    rate -> STFT -> the model -> the raw phase (or Griffin-Lim) -> overlap-add
    (:class:`stemdae.dsp.stream.FrameProcessor`) -> soxr HQ back -> the sink.
-   Every channel gets the same gain (the stereo image is kept).
+   Every channel gets the same gain (the stereo image is kept). The channels
+   run in parallel threads (``Settings.threads``), the next block is read
+   meanwhile; the output is the same bit for bit as one thread's.
 3. ``restore_loudness`` undoes the input gain on the output (the output then
    sits at the input's level instead of the model's ``target_lufs`` level).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -62,6 +65,7 @@ class Settings:
     channels: Channels = "same"
     block_frames: int = 1024
     gl_iters: int = 32
+    threads: int = 0  # channels rendered in parallel threads; 0: as many as the CPUs this process may use
 
 
 def settings_for(predictor: Any, *, restore_loudness: bool = False, phase: str = "raw", channels: str = "same",
@@ -236,6 +240,37 @@ def _layout(channels: str, n_in: int, name: str) -> tuple[int, Callable[[np.ndar
     return n_in, lambda b, c: np.ascontiguousarray(b[:, c])
 
 
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _run_threaded(src: Source, chains: list[_Chain], pick: Callable[[np.ndarray, int], np.ndarray],
+                  gain: np.float32, emit: Callable[[list[np.ndarray]], None]) -> None:
+    """Pass 2 with one thread per channel, reading block ``k + 1`` while the channels work on block ``k``.
+
+    numpy, scipy.fft, soxr and torch release the GIL in their heavy loops, so
+    the channels run on separate cores; each channel's pushes stay in order
+    (one single-thread executor per chain), and blocks are emitted in order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    pools = [ThreadPoolExecutor(1, thread_name_prefix=f"stemdae-ch{c}") for c in range(len(chains))]
+    try:
+        pending = None
+        for block in src.blocks():
+            block = block * gain
+            submitted = [pool.submit(ch.push, pick(block, c)) for c, (pool, ch) in enumerate(zip(pools, chains))]
+            if pending is not None:
+                emit([f.result() for f in pending])
+            pending = submitted
+        if pending is not None:
+            emit([f.result() for f in pending])
+        emit([f.result() for f in [pool.submit(ch.finish) for pool, ch in zip(pools, chains)]])
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def render(src: Source, predictor: Any, st: Settings, sink: Callable[[np.ndarray], None], *,
            tap: Tap | None = None) -> RenderInfo:
     """Render ``src`` with ``predictor`` (module docstring); ``sink`` gets float32 ``(samples, channels)`` blocks.
@@ -262,10 +297,13 @@ def render(src: Source, predictor: Any, st: Settings, sink: Callable[[np.ndarray
             info.peak_out = max(info.peak_out, float(np.max(np.abs(y))))
             sink(y)
 
-    for block in src.blocks():
-        block = block * gain
-        emit([ch.push(pick(block, c)) for c, ch in enumerate(chains)])
-    emit([ch.finish() for ch in chains])
+    if min(st.threads or _cpus(), n_out) > 1:
+        _run_threaded(src, chains, pick, gain, emit)
+    else:
+        for block in src.blocks():
+            block = block * gain
+            emit([ch.push(pick(block, c)) for c, ch in enumerate(chains)])
+        emit([ch.finish() for ch in chains])
     if not math.isfinite(info.peak_out):
         raise ModelError(f"{src.name}: the model produced non-finite output")
     return info
