@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-units", type=int, default=None,
                    help="stop after this many newly trained (fold, seed, group) units; rerun to continue")
     s.add_argument("--shifted", default=None, metavar="DIR",
-                   help="also test every fold's models on this corpus (e.g. demo-corpus --style shifted)")
+                   help="also test every fold's models and baselines on every song of this corpus (MedleyDB layout)")
     s.set_defaults(func=cmd_crossval)
 
     s = sub.add_parser("retrain", help="CI retraining: dvc pull, repro if anything changed, push, metrics diff")
