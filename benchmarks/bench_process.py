@@ -15,7 +15,7 @@
 3. Peak RSS (``ru_maxrss`` of the child, from ``os.wait4``) of the ``--group``
    command for files of ``--rss-minutes`` (default 3 and 60 minutes).
 
-    python benchmarks/bench_process.py [--minutes 3] [--repeats 5] [--rss-minutes 3 60]
+    python benchmarks/bench_process.py [--minutes 3] [--repeats 5] [--rss-minutes 3 60] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -92,14 +92,17 @@ def paper_project(root: Path) -> Path:
     return root
 
 
+PRECISION: list[str] = []  # ["--precision", "bf16"] with --precision bf16
+
+
 def group_argv(song: Path, project: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "stemdae.cli", "-q", "--root", str(project), "--params",
-            str(project / "params.yaml"), "process", str(song), "--group", "vocal", "-o", str(out)]
+            str(project / "params.yaml"), "process", str(song), "--group", "vocal", "-o", str(out), *PRECISION]
 
 
 def model_argv(song: Path, project: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "stemdae.cli", "-q", "process", str(song), "--model",
-            str(project / "models" / "vocal"), "-o", str(out)]
+            str(project / "models" / "vocal"), "-o", str(out), *PRECISION]
 
 
 def main() -> None:
@@ -107,8 +110,12 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rss-minutes", type=float, nargs="*", default=[3.0, 60.0])
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="pass --precision to the command")
     args = ap.parse_args()
-    results: dict[str, object] = {"cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg()}
+    if args.precision:
+        PRECISION[:] = ["--precision", args.precision]
+    results: dict[str, object] = {"cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg(),
+                                  "precision": args.precision or "default (fp32)"}
     with tempfile.TemporaryDirectory(prefix="bench-process-") as tmp:
         tmp = Path(tmp)
         project = paper_project(tmp / "project")

@@ -293,6 +293,21 @@ def test_channels_in_threads_equal_one_thread_bit_for_bit(predictor, tmp_path):
     assert not np.array_equal(y1[:, 0], y1[:, 1])  # three different channels, each in its place
     np.testing.assert_array_equal(y3, y1)
 
+
+def test_bf16_precision_close_to_fp32_and_checked(predictor):
+    x = noise(44100 * 3, channels=2, seed=5)
+    y32 = stemdae.process(x, 44100, model=predictor)
+    y16 = stemdae.process(x, 44100, model=predictor, precision="bf16")
+    assert y16.shape == y32.shape == x.shape
+    assert not np.array_equal(y16, y32)  # the network really ran in bfloat16
+    np.testing.assert_allclose(y16, y32, atol=0.02 * np.abs(y32).max())
+    mag = np.abs(np.random.default_rng(1).standard_normal((8, predictor.n_bins))).astype(np.float32)
+    np.testing.assert_array_equal(predictor.predict_magnitude(mag, precision="fp32"), predictor.predict_magnitude(mag))
+    with pytest.raises(ModelError, match="precision: expected one of"):
+        predictor.predict_magnitude(mag, precision="fp16")
+    with pytest.raises(ConfigError, match="precision: expected one of"):
+        settings_for(predictor, precision="half")
+
 def _write_inputs(folder: Path) -> dict[str, Path]:
     folder.mkdir()
     (folder / "sub").mkdir()

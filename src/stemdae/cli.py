@@ -172,6 +172,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         restore_loudness=args.restore_loudness,
         phase=args.phase,
         channels=args.channels,
+        precision=args.precision,
     )
     print(report.text())
     return report.exit_code
@@ -282,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channels", choices=["same", "mono", "stereo"], default="same",
                    help="output layout: the input's (default; every channel with the same gain), mono or stereo")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="the network's arithmetic: fp32 (default, as evaluated) or bf16 (faster on CPUs with bf16 units)")
     s.add_argument("--restore-loudness", action="store_true", help="undo the input gain: keep the input's level")
     s.add_argument("--phase", choices=["raw", "griffinlim"], default="raw",
                    help="phase for the output: the raw input's (default, as the paper) or Griffin-Lim")

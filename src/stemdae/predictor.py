@@ -37,9 +37,12 @@ from stemdae.writeguard import writing
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "MODEL_FILE", "Predictor", "load_predictor", "read_model_file", "save_model"]
+__all__ = ["FORMAT", "MODEL_FILE", "PRECISIONS", "Predictor", "load_predictor", "read_model_file", "save_model"]
 
 FORMAT = "stemdae-model/2"
+#: ``fp32``: as trained (the default everywhere, evaluation included); ``bf16``: the network's layers
+#: in bfloat16 (autocast; the scaler stays fp32), about 4x less CPU time on CPUs with bf16 units.
+PRECISIONS = ("fp32", "bf16")
 MODEL_FILE = "model.pt"
 
 
@@ -86,18 +89,25 @@ class Predictor(nn.Module):
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def forward(self, mag: torch.Tensor) -> torch.Tensor:
-        """Linear magnitudes ``(batch, n_bins)`` -> predicted linear magnitudes."""
-        return self.scaler.inverse_target(self.net(self.scaler.scale_input(mag)), mag)
+    def forward(self, mag: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """Linear magnitudes ``(batch, n_bins)`` -> predicted linear magnitudes (``precision``: :data:`PRECISIONS`)."""
+        x = self.scaler.scale_input(mag)
+        if precision == "bf16":
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                y = self.net(x)
+            return self.scaler.inverse_target(y.float(), mag)
+        return self.scaler.inverse_target(self.net(x), mag)
 
     @torch.no_grad()
-    def predict_magnitude(self, mag: np.ndarray) -> np.ndarray:
+    def predict_magnitude(self, mag: np.ndarray, *, precision: str = "fp32") -> np.ndarray:
         """Predict the processed stem's magnitudes from the raw's.
 
         Parameters
         ----------
         mag
             ``(frames, n_bins)`` linear STFT magnitudes (float32 preferred).
+        precision
+            ``fp32`` (as trained and evaluated) or ``bf16`` (:data:`PRECISIONS`).
 
         Returns
         -------
@@ -107,8 +117,10 @@ class Predictor(nn.Module):
         Raises
         ------
         ModelError
-            Wrong shape or non-finite values.
+            Wrong shape or non-finite values, unknown precision.
         """
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision: expected one of {PRECISIONS}, found {precision!r}")
         mag = np.asarray(mag)
         if mag.ndim != 2 or mag.shape[1] != self.n_bins:
             raise ModelError(f"predict_magnitude: expected (frames, {self.n_bins}), found {mag.shape}")
@@ -119,7 +131,7 @@ class Predictor(nn.Module):
         dev = self.device
         for start in range(0, mag.shape[0], self.batch_frames):
             x = torch.from_numpy(np.array(mag[start:start + self.batch_frames], dtype=np.float32))
-            out[start:start + len(x)] = self(x.to(dev)).float().cpu().numpy()
+            out[start:start + len(x)] = self(x.to(dev), precision).float().cpu().numpy()
         return out
 
 

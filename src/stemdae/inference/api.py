@@ -41,7 +41,7 @@ def as_channels(audio: Any) -> np.ndarray:
 def process(audio: np.ndarray, sr: int, *, group: str | None = None, model: Any = None,
             params: Params | None = None, paths: Paths | None = None, restore_loudness: bool = False,
             phase: str = "raw", channels: str = "same", block_frames: int = 1024, device: str = "cpu",
-            tap: Any = None) -> np.ndarray:
+            precision: str = "fp32", tap: Any = None) -> np.ndarray:
     """Process one recording in memory with a group model: raw audio in, stem-like audio out.
 
     Parameters
@@ -69,6 +69,9 @@ def process(audio: np.ndarray, sr: int, *, group: str | None = None, model: Any 
         STFT frames per model call (the memory bound).
     device
         ``cpu``, ``cuda`` or ``auto`` (for a model given by name).
+    precision
+        ``"fp32"`` (as evaluated) or ``"bf16"`` (the network in bfloat16: about 4x less
+        CPU time for the network on CPUs with bf16 units, magnitudes within about 0.1%).
     tap
         ``tap(channel, magnitudes in, magnitudes out)`` for every model call (diagnostics, tests).
 
@@ -102,7 +105,7 @@ def process(audio: np.ndarray, sr: int, *, group: str | None = None, model: Any 
         predictor = load_model(source, device=device, params=params, paths=paths)
         warn_if_demo(predictor, source)
     st = settings_for(predictor, restore_loudness=restore_loudness, phase=phase, channels=channels,
-                      block_frames=block_frames)
+                      block_frames=block_frames, precision=precision)
     parts: list[np.ndarray] = []
     render(ArraySource(x, int(sr)), predictor, st, parts.append, tap=tap)
     y = np.concatenate(parts).T
@@ -116,7 +119,7 @@ def serve_predict(predictor: Any, model_input: Any, params: dict[str, Any] | Non
     - ``input="magnitude"``: float32 ``(frames, n_bins)`` linear magnitudes -> the predicted magnitudes.
     - ``input="audio"``: ``(channels, samples)`` at ``params["sr"]`` (default 44100) ->
       ``(channels, samples)`` processed audio, as :func:`process` (``restore_loudness``,
-      ``phase``, ``channels`` params too).
+      ``phase``, ``channels``, ``precision`` params too).
 
     Raises
     ------
@@ -132,5 +135,5 @@ def serve_predict(predictor: Any, model_input: Any, params: dict[str, Any] | Non
         raise ConfigError(f"params.input: expected 'magnitude' or 'audio', found {kind!r}")
     y = process(np.atleast_2d(x), int(params.get("sr", 44100)), model=predictor,
                 restore_loudness=bool(params.get("restore_loudness", False)), phase=str(params.get("phase", "raw")),
-                channels=str(params.get("channels", "same")))
+                channels=str(params.get("channels", "same")), precision=str(params.get("precision", "fp32")))
     return np.atleast_2d(y)

@@ -167,7 +167,7 @@ def process_batch(files: list[Path | str], outs: list[Path | str], *, group: str
                   device: str = "cpu", **options: Any) -> list[FileResult]:
     """Process ``files[i]`` into ``outs[i]`` with one model load, in this process (``device="cuda"``: a GPU).
 
-    ``options``: ``restore_loudness``, ``phase``, ``channels``, ``block_frames``.
+    ``options``: ``restore_loudness``, ``phase``, ``channels``, ``block_frames``, ``precision``.
     Failures are in the results, not raised; a bad plan (an output that is an
     input) is refused before any work.
     """
@@ -201,7 +201,7 @@ def process_files(inputs: list[Path], *, group: str | None, params: Params, path
     device
         ``cpu``, ``cuda`` or ``auto``; on a GPU files run one after another in this process.
     options
-        ``restore_loudness``, ``phase``, ``channels``, ``block_frames``.
+        ``restore_loudness``, ``phase``, ``channels``, ``block_frames``, ``precision``.
 
     Returns
     -------

@@ -46,12 +46,13 @@ from stemdae.frontend import FrontEnd
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHANNELS", "PHASES", "RenderInfo", "Settings", "Source", "loudness_gain_db", "render", "settings_for"]
+__all__ = ["CHANNELS", "PHASES", "PRECISIONS", "RenderInfo", "Settings", "Source", "loudness_gain_db", "render", "settings_for"]
 
 Phase = Literal["raw", "griffinlim"]
 Channels = Literal["same", "mono", "stereo"]
 PHASES: tuple[str, ...] = ("raw", "griffinlim")
 CHANNELS: tuple[str, ...] = ("same", "mono", "stereo")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")  # as stemdae.predictor.PRECISIONS (render does not import torch)
 SEARCH_HOP_S = 0.01  # frame of the loudest-window search, as pairs.SEARCH_HOP_S
 
 
@@ -66,16 +67,17 @@ class Settings:
     block_frames: int = 1024
     gl_iters: int = 32
     threads: int = 0  # channels rendered in parallel threads; 0: as many as the CPUs this process may use
+    precision: str = "fp32"  # the network's arithmetic (stemdae.predictor.PRECISIONS); evaluation uses fp32
 
 
 def settings_for(predictor: Any, *, restore_loudness: bool = False, phase: str = "raw", channels: str = "same",
-                 block_frames: int = 1024) -> Settings:
+                 block_frames: int = 1024, precision: str = "fp32") -> Settings:
     """The model's front end (from its ``model.pt``) and the rendering options.
 
     Raises
     ------
     ConfigError
-        Unknown ``phase`` or ``channels``, ``block_frames < 1``.
+        Unknown ``phase``, ``channels`` or ``precision``, ``block_frames < 1``.
     ModelError
         The model carries no front end.
     """
@@ -83,12 +85,15 @@ def settings_for(predictor: Any, *, restore_loudness: bool = False, phase: str =
         raise ConfigError(f"phase: expected one of {PHASES}, found {phase!r}")
     if channels not in CHANNELS:
         raise ConfigError(f"channels: expected one of {CHANNELS}, found {channels!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: expected one of {PRECISIONS}, found {precision!r}")
     if block_frames < 1:
         raise ConfigError(f"block_frames: expected >= 1, found {block_frames}")
     fe = getattr(predictor, "frontend", None)
     if fe is None:
         raise ModelError("the model carries no front-end record; load it with stemdae.inference.load_model")
-    return Settings(fe, restore_loudness, phase, channels, block_frames)  # type: ignore[arg-type]
+    return Settings(fe, restore_loudness, phase, channels, block_frames,  # type: ignore[arg-type]
+                    precision=precision)
 
 
 class Source(Protocol):
@@ -196,7 +201,8 @@ def _transform(predictor: Any, st: Settings, channel: int, tap: Tap | None):
     window = hann(st.frontend.n_fft).astype(np.float32)
 
     def transform(mag: np.ndarray, spec: np.ndarray) -> np.ndarray:
-        out = predictor.predict_magnitude(np.ascontiguousarray(mag, dtype=np.float32))
+        mag = np.ascontiguousarray(mag, dtype=np.float32)
+        out = predictor.predict_magnitude(mag, precision=st.precision)
         if tap is not None:
             tap(channel, mag, out)
         if st.phase == "griffinlim":
