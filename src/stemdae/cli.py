@@ -68,7 +68,8 @@ def cmd_demo_corpus(args: argparse.Namespace) -> int:
     from stemdae.corpus.synth import SynthOptions, synthesize_corpus
 
     summary = synthesize_corpus(
-        Path(args.out_dir), SynthOptions(n_songs=args.songs, seconds=args.seconds, seed=args.seed)
+        Path(args.out_dir), SynthOptions(n_songs=args.songs, seconds=args.seconds, seed=args.seed,
+                                         style=args.style)
     )
     print(summary.text())
     return 0
@@ -249,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--songs", type=int, default=12, help="number of songs (default 12, as the main command; paper size: about 100)")
     s.add_argument("--seconds", type=float, default=20.0, help="length of each song in seconds")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--style", choices=["default", "shifted"], default="default",
+                   help="shifted: timbres, envelopes, noise and microphones outside the default's ranges, the same "
+                        "engineer chains (a generalisation test set; use another --seed than the training corpus)")
     s.set_defaults(func=cmd_demo_corpus)
 
     s = sub.add_parser("corpus", help="validate a corpus and summarise it per instrument")

@@ -6,13 +6,20 @@ on the other folds' songs (validation songs carved from those, as in the main
 pipeline) and evaluated with the baselines on the fold's songs through
 ``evaluate.evaluate_group``, the code of the ``evaluate`` stage.
 
-Data (under ``work/crossval/``):
+Data (under ``work/crossval/common/``):
 
 - ``all/work/``: ``pairs.csv`` with every pair marked ``train``, then the
   ``segments`` and ``augment`` stages once for every song (segments and pitch
   shifts already in ``work/`` are hard-linked, not recomputed);
-- ``fold<k>/work/``: the fold's split (manifests rewritten, audio files
-  symlinked to ``all/``) and its own ``features`` caches.
+- ``k<K>-split<seed>/fold<k>/work/``: the fold's split (manifests rewritten,
+  audio files symlinked to ``all/``) and its own ``features`` caches.
+
+``common/`` is shared by every ``--name`` (none of it depends on a model or
+training setting; training checkpoints are keyed by their fingerprint), so
+rows of a comparison (``--name linear``, ``--name log``, ...) compute the
+segments, pitch shifts and fold features once. Per name (``work/crossval`` or
+``work/crossval/<name>``): ``folds.json``, ``fold<k>/seed<s>/models/``,
+``results/`` and the shifted-corpus evaluation.
 
 Why per-fold feature caches rather than one cache of every song with rows
 selected by song: the training cache's statistics (``stats.npz``, used by the
@@ -235,6 +242,8 @@ def run(params: Params, paths: Paths, *, k: int, seeds: int, name: str = "defaul
     """
     if seeds < 1:
         raise ConfigError(f"crossval --seeds: need at least 1, got {seeds}")
+    if name == "common":
+        raise ConfigError("crossval --name: 'common' is the workspace every name shares; choose another name")
     summary = Summary("crossval")
     root = paths.work / "crossval" if name == "default" else paths.work / "crossval" / name
     out = paths.reports_dir / "crossval" if name == "default" else paths.reports_dir / "crossval" / name
@@ -242,7 +251,8 @@ def run(params: Params, paths: Paths, *, k: int, seeds: int, name: str = "defaul
     folds = fold_split(read_pairs(paths), k, params.segments.split_seed)
     root.mkdir(parents=True, exist_ok=True)
     (root / "folds.json").write_text(json.dumps(folds, indent=2) + "\n")
-    all_ws = prepare_all(params, paths, root / "common")
+    shared = paths.work / "crossval" / "common"  # every --name: segments, shifts and fold features depend
+    all_ws = prepare_all(params, paths, shared)  # on no model or training setting, so rows share them
     seed_list = [params.training.seed + i for i in range(seeds)]
     tracking, parent = _mlflow_parent(p, paths, name, _config_key(params, k, seeds)) if log_mlflow else (None, None)
     shifted_ws = prepare_shifted(params, shifted, root / "shifted" / "data") if shifted is not None else None
@@ -260,7 +270,8 @@ def run(params: Params, paths: Paths, *, k: int, seeds: int, name: str = "defaul
                 if max_units is not None and computed >= max_units:
                     summary.counts["stopped_early"] = 1
                     return _finish(summary, p, root, out, folds, seed_list, done, shifted_root)[0]
-                ws = ws or prepare_fold(p, all_ws, root / f"fold{fold}", test_songs)
+                ws = ws or prepare_fold(p, all_ws, shared / f"k{k}-split{params.segments.split_seed}"
+                                        / f"fold{fold}", test_songs)
                 if not path.is_file():
                     table, info = _unit(p, ws, root, fold, seed, group)
                     _save(table, path)

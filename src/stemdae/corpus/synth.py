@@ -40,14 +40,14 @@ import yaml
 
 from stemdae.config import GROUPS_PAPER
 from stemdae.corpus import chains as ch
-from stemdae.corpus import voices
+from stemdae.corpus import shift, voices
 from stemdae.errors import ConfigError, CorpusError
 from stemdae.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
 MIN_SECONDS = 12.0
-_ROT, _PLAN, _NAME, _MUSIC, _PERF, _REC, _CHAIN, _BLEND = range(1, 9)
+_ROT, _PLAN, _NAME, _MUSIC, _PERF, _REC, _CHAIN, _BLEND, _SHIFT = range(1, 10)
 _GROUP_OF = {label: g for g, labels in GROUPS_PAPER.items() for label in labels}
 _ADJ = ["Neon", "Velvet", "Paper", "Quiet", "Golden", "Hollow", "Electric", "Crimson", "Silver", "Wild", "Lucky",
         "Lunar", "Static", "Wooden", "Broken", "Little"]
@@ -71,13 +71,18 @@ class SynthOptionsError(ConfigError, ValueError):
 
 @dataclass(frozen=True)
 class SynthOptions:
-    """Demo corpus size and seed. ``n_jobs``: worker processes, 0 = one per core (at most one per song)."""
+    """Demo corpus size and seed. ``n_jobs``: worker processes, 0 = one per core (at most one per song).
+
+    ``style``: ``default``, or ``shifted`` (timbres, envelopes, noise and microphones outside the
+    default's ranges, the same song plans, music and engineer chains; :mod:`stemdae.corpus.shift`).
+    """
 
     n_songs: int = 12
     seconds: float = 30.0
     seed: int = 0
     sr: int = 44100
     n_jobs: int = 0
+    style: str = "default"
 
     def validate(self) -> None:
         """Raise :class:`SynthOptionsError` naming the first bad option."""
@@ -92,6 +97,8 @@ class SynthOptions:
             raise SynthOptionsError(f"demo corpus: sr must be an integer in 22050..192000 Hz, found {self.sr!r}")
         if not isinstance(self.n_jobs, int) or self.n_jobs < 0:
             raise SynthOptionsError(f"demo corpus: n_jobs must be >= 0, found {self.n_jobs!r}")
+        if self.style not in shift.STYLES:
+            raise SynthOptionsError(f"demo corpus: style must be one of {', '.join(shift.STYLES)}, found {self.style!r}")
 
 
 @dataclass(frozen=True)
@@ -204,7 +211,9 @@ def pcm24(x: np.ndarray, sr: int) -> np.ndarray:
     return sf.read(buf, dtype="float32")[0]
 
 
-def _mic_chain(rng: np.random.Generator, mic: str) -> list[dict]:
+def _mic_chain(rng: np.random.Generator, mic: str, style: str = "default") -> list[dict]:
+    if style == "shifted":
+        return shift.mic_chain(rng, mic)
     chain = [{"type": "low_shelf", "freq_hz": 150.0, "gain_db": round(float(rng.uniform(-3, 3)), 2)},
              {"type": "peak", "freq_hz": round(float(rng.uniform(300, 4000)), 1),
               "gain_db": round(float(rng.uniform(-3, 3)), 2), "q": 1.0},
@@ -215,9 +224,9 @@ def _mic_chain(rng: np.random.Generator, mic: str) -> list[dict]:
     return chain
 
 
-def record(perf: np.ndarray, rng: np.random.Generator, sr: int, *, mic: str) -> np.ndarray:
+def record(perf: np.ndarray, rng: np.random.Generator, sr: int, *, mic: str, style: str = "default") -> np.ndarray:
     """A raw track of a performance: mic colour, delay, level, noise floor, rumble, hum; 24-bit."""
-    x = ch.apply_chain(perf, sr, _mic_chain(rng, mic)).astype(np.float64)
+    x = ch.apply_chain(perf, sr, _mic_chain(rng, mic, style)).astype(np.float64)
     if mic == "second":
         d = int(rng.uniform(0.0005, 0.004) * sr)
         x = np.concatenate([np.zeros(d), x[: len(x) - d]])
@@ -225,8 +234,8 @@ def record(perf: np.ndarray, rng: np.random.Generator, sr: int, *, mic: str) -> 
     x *= 10 ** (peak_db / 20) / max(float(np.max(np.abs(x))), 1e-9)
     n = len(x)
     white = rng.standard_normal(n, dtype=np.float32)
-    x += 10 ** (rng.uniform(-84, -66) / 20) * white
-    if rng.random() < 0.6:  # low-frequency rumble (handling, traffic, air conditioning)
+    x += 10 ** (rng.uniform(*(shift.NOISE_FLOOR_DB if style == "shifted" else (-84, -66))) / 20) * white
+    if rng.random() < (shift.RUMBLE_PROB if style == "shifted" else 0.6):  # low-frequency rumble (handling, traffic, air conditioning)
         from scipy import signal
         rumble = signal.sosfilt(signal.butter(2, 30.0, fs=sr, output="sos"), rng.standard_normal(n))
         x += rumble * 10 ** (rng.uniform(-58, -42) / 20) / (np.std(rumble) + 1e-12)
@@ -243,6 +252,13 @@ def record(perf: np.ndarray, rng: np.random.Generator, sr: int, *, mic: str) -> 
 def _performances(plan: StemPlan, music: voices.Music, opts: SynthOptions, i: int, s: int) -> list[np.ndarray]:
     """One performance per raw: shared by the mics of one instrument, own per singer or drum mic."""
     rng = _rng(opts, i, _PERF, s)
+    sh = shift.draw_shift(_rng(opts, i, _SHIFT, s)) if opts.style == "shifted" else None
+    with shift.shifted(sh):
+        return _perform(plan, music, opts, rng, i, s)
+
+
+def _perform(plan: StemPlan, music: voices.Music, opts: SynthOptions, rng: np.random.Generator, i: int,
+             s: int) -> list[np.ndarray]:
     if plan.part == "drums":
         kit = voices.drum_kit(music, rng)
         mixes = {"kick": (1.0, 0.08, 0.0), "snare": (0.1, 1.0, 0.25), "overhead": (0.5, 0.8, 1.0)}
@@ -261,7 +277,7 @@ def render_song(plan: SongPlan, opts: SynthOptions) -> dict:
     raws, blends, chains, pre = {}, {}, {}, {}
     for s, st in enumerate(plan.stems):
         perfs = _performances(st, music, opts, i, s)
-        raws[st.stem_id] = [record(p, _rng(opts, i, _REC, s, r), sr, mic=rp.mic)
+        raws[st.stem_id] = [record(p, _rng(opts, i, _REC, s, r), sr, mic=rp.mic, style=opts.style)
                             for r, (p, rp) in enumerate(zip(perfs, st.raws))]
         brng = _rng(opts, i, _BLEND, s)
         mix_db = {rp.raw_id: (0.0 if r == 0 else round(float(brng.uniform(-8, -1)), 1)) for r, rp in enumerate(st.raws)}
@@ -362,7 +378,8 @@ class CorpusSynthSummary:
     def text(self) -> str:
         n_stems = sum(v["stems"] for v in self.instruments.values())
         n_raws = sum(v["raws"] for v in self.instruments.values())
-        lines = [f"[demo-corpus] {len(self.songs)} songs x {self.opts.seconds:g} s (seed {self.opts.seed}), "
+        style = "" if self.opts.style == "default" else f", {self.opts.style} timbres"
+        lines = [f"[demo-corpus] {len(self.songs)} songs x {self.opts.seconds:g} s (seed {self.opts.seed}{style}), "
                  f"{n_stems} stems, {n_raws} raw tracks; {self.elapsed_s:.1f} s -> {self.out_dir}",
                  f"  {'instrument':<26} {'songs':>5} {'stems':>5} {'raws':>5}  group"]
         for label in sorted(self.instruments):
@@ -402,7 +419,7 @@ def _claim(out_dir: Path, opts: SynthOptions) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     # Deterministic content (no time stamps): the same options give the same data.dvc hash.
     info = {"created_by": "stemdae demo-corpus", "n_songs": opts.n_songs, "seconds": opts.seconds,
-            "seed": opts.seed, "sr": opts.sr}
+            "seed": opts.seed, "sr": opts.sr, **({"style": opts.style} if opts.style != "default" else {})}
     (out_dir / DEMO_MARKER).write_text(json.dumps(info, sort_keys=True) + "\n")
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
+from stemdae.corpus import shift as _shift
+
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR = (0, 2, 3, 5, 7, 8, 10)
 # Chord roots as scale degrees (0 = tonic), one chord per bar, cycled.
@@ -265,7 +267,10 @@ def render_line(notes: Notes, *, sr: int, n: int, timbre: Timbre, rng: np.random
     ``table`` (notes, n_harm) overrides the harmonic amplitudes (voices); ``noise`` =
     ``(tau_s, band_hz, level)`` adds an enveloped noise transient at each onset.
     """
-    tb = timbre
+    sh = _shift.active()  # demo-corpus --style shifted (corpus/shift.py); None: as written
+    tb = timbre if sh is None else _shift.timbre(timbre, sh)
+    if sh is not None and noise is not None:
+        noise = _shift.noise(noise, sh)
     idx, active, tso = _line_state(notes, sr, n)
     f_note = hz(notes.midi).astype(np.float32)[idx]
     f = f_note
@@ -339,6 +344,8 @@ _BLOCK = 1 << 15
 def transients(notes: Notes, *, sr: int, n: int, rng: np.random.Generator, tau_s: float, band_hz: tuple[float, float],
                level: float) -> np.ndarray:
     """Enveloped band-passed noise at each onset (pick, hammer, consonant), float32 ``(n,)``."""
+    if (sh := _shift.active()) is not None:
+        tau_s, band_hz, level = _shift.noise((tau_s, band_hz, level), sh)
     idx, active, tso = _line_state(notes, sr, n)
     return _noise_burst(idx, active, tso, notes, sr=sr, rng=rng, tau_s=tau_s, band_hz=band_hz, level=level)
 
@@ -354,6 +361,8 @@ def _noise_burst(idx, active, tso, notes: Notes, *, sr: int, rng: np.random.Gene
 
 def formant_table(notes: Notes, *, n_harm: int, scale: float, tilt: float = 1.1) -> np.ndarray:
     """Per-note harmonic amplitudes from the vowel's formants, shape ``(notes, n_harm)``."""
+    if (sh := _shift.active()) is not None:
+        scale, tilt = scale * sh.formant_scale, sh.formant_tilt
     k = np.arange(1, n_harm + 1)
     fk = hz(notes.midi)[:, None] * k[None, :]                       # (notes, harm)
     formants = VOWELS[notes.vowel] * scale                           # (notes, 3)
