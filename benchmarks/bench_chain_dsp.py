@@ -55,7 +55,7 @@ def eq_ours(x: torch.Tensor) -> None:
     sections.append(filters.shelf_coefs(p(7000.0), p(-2.0), p(0.7), SR, high=True))
     b, a = torch.stack([s[0] for s in sections]), torch.stack([s[1] for s in sections])
     n_fft = filters.fft_len(x.shape[-1], SR // 2)
-    filters.apply_response(x, filters.freq_response(b, a, n_fft).prod(0), n_fft).square().mean().backward()
+    filters.apply_response(x, filters.cascade_response(b, a, n_fft), n_fft).square().mean().backward()
 
 
 def eq_dasp(x: torch.Tensor) -> None:

@@ -81,16 +81,17 @@ class Chain(nn.Module):
         family = effect.rstrip("0123456789")
         return RANGES[family][name].value(self.logits[f"{effect}__{name}"])
 
+    def values(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Every setting as a scalar tensor in engineer units (differentiable)."""
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for effect, name, _ in self._slots():
+            out.setdefault(effect, {})[name] = self.value(effect, name)
+        return out
+
     # -- signal --------------------------------------------------------------------
     def eq_coefs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All EQ sections as ``(b, a)`` of shape ``(n_sections, 3)``, in signal order."""
-        sr, v = self.config.sr, self.value
-        sections = [filters.highpass1_coefs(v("highpass", "freq_hz"), sr)] * 2
-        sections.append(filters.shelf_coefs(v("low_shelf", "freq_hz"), v("low_shelf", "gain_db"), v("low_shelf", "q"), sr, high=False))
-        for i in range(self.config.n_bells):
-            sections.append(filters.peak_coefs(v(f"bell{i}", "freq_hz"), v(f"bell{i}", "gain_db"), v(f"bell{i}", "q"), sr))
-        sections.append(filters.shelf_coefs(v("high_shelf", "freq_hz"), v("high_shelf", "gain_db"), v("high_shelf", "q"), sr, high=True))
-        return torch.stack([b for b, _ in sections]), torch.stack([a for _, a in sections])
+        return eq_coefs(self.values(), self.config)
 
     def eq_response_db(self, freqs_hz) -> torch.Tensor:
         """Magnitude of the whole EQ in dB at ``freqs_hz``."""
@@ -99,28 +100,7 @@ class Chain(nn.Module):
         return 20 * torch.log10(h.abs())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 2:
-            raise ModelError(f"chain input: expected shape (batch, samples), found {tuple(x.shape)}")
-        sr, v = self.config.sr, self.value
-        n_fft = filters.fft_len(x.shape[-1], int(self.config.eq_tail_s * sr))
-        b, a = self.eq_coefs()
-        y = filters.apply_response(x, filters.freq_response(b, a, n_fft).prod(0), n_fft)
-        y = compress(
-            y,
-            threshold_db=v("compressor", "threshold_db"),
-            ratio=v("compressor", "ratio"),
-            attack_ms=v("compressor", "attack_ms"),
-            release_ms=v("compressor", "release_ms"),
-            sr=sr,
-        )
-        y = y * 10 ** (v("compressor", "makeup_db") / 20)
-        if self.config.saturation:
-            drive = 10 ** (v("saturation", "drive_db") / 20)
-            y = torch.tanh(drive * y) / drive
-        if self.config.reverb:
-            ir = impulse_response(self.noise, v("reverb", "rt60_s"), sr)
-            y = add_reverb(y, ir, v("reverb", "wet_db"))
-        return y
+        return process(x, self.values(), self.config, getattr(self, "noise", None))
 
     # -- engineer units ------------------------------------------------------------
     def settings(self) -> dict:
@@ -161,6 +141,41 @@ class Chain(nn.Module):
         chain = cls(ChainConfig(**blob["config"]))
         chain.load_state_dict(blob["state_dict"])
         return chain
+
+
+def eq_coefs(v: dict, config: ChainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """EQ sections of settings ``v`` (values scalar or ``(batch,)``): ``(b, a)``, each ``(..., n_sections, 3)``."""
+    sr = config.sr
+    sections = [filters.highpass1_coefs(v["highpass"]["freq_hz"], sr)] * 2
+    ls, hs = v["low_shelf"], v["high_shelf"]
+    sections.append(filters.shelf_coefs(ls["freq_hz"], ls["gain_db"], ls["q"], sr, high=False))
+    for i in range(config.n_bells):
+        bell = v[f"bell{i}"]
+        sections.append(filters.peak_coefs(bell["freq_hz"], bell["gain_db"], bell["q"], sr))
+    sections.append(filters.shelf_coefs(hs["freq_hz"], hs["gain_db"], hs["q"], sr, high=True))
+    return torch.stack([b for b, _ in sections], -2), torch.stack([a for _, a in sections], -2)
+
+
+def process(x: torch.Tensor, v: dict, config: ChainConfig, noise: torch.Tensor | None) -> torch.Tensor:
+    """Run ``x`` ``(batch, n)`` through the chain with settings ``v`` (each value scalar or ``(batch,)``)."""
+    if x.ndim != 2:
+        raise ModelError(f"chain input: expected shape (batch, samples), found {tuple(x.shape)}")
+    sr = config.sr
+    col = lambda t: t.reshape(-1, 1)  # noqa: E731  scalar or (batch,) -> broadcasts over samples
+    n_fft = filters.fft_len(x.shape[-1], int(config.eq_tail_s * sr))
+    b, a = eq_coefs(v, config)
+    y = filters.apply_response(x, filters.cascade_response(b, a, n_fft), n_fft)
+    comp = v["compressor"]
+    y = compress(y, threshold_db=comp["threshold_db"], ratio=comp["ratio"], attack_ms=comp["attack_ms"],
+                 release_ms=comp["release_ms"], sr=sr)
+    y = y * 10 ** (col(comp["makeup_db"]) / 20)
+    if config.saturation:
+        drive = 10 ** (col(v["saturation"]["drive_db"]) / 20)
+        y = torch.tanh(drive * y) / drive
+    if config.reverb:
+        ir = impulse_response(noise, col(v["reverb"]["rt60_s"]), sr)
+        y = add_reverb(y, ir, col(v["reverb"]["wet_db"]))
+    return y
 
 
 def _get(obj, key):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import auraloss
 import numpy as np
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 FFT_SIZES = (512, 1024, 2048)
 
 
-def _as_pairs(pairs: Sequence) -> list[np.ndarray]:
+def as_pairs(pairs: Sequence) -> list[np.ndarray]:
     out = []
     for i, pair in enumerate(pairs):
         arr = np.asarray(pair, dtype=np.float32)
@@ -78,10 +79,17 @@ def fit_preset(
 
     Returns the fitted ``Chain`` in eval mode; ``chain.fit_history`` holds the loss per step.
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _fit(pairs, sr, steps, seed, config, crop_s, warm_s, batch, lr)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Torch intra-op threads set to ``n`` inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
     finally:
         torch.set_num_threads(before)
 
@@ -90,20 +98,28 @@ def _fit(pairs, sr, steps, seed, config, crop_s, warm_s, batch, lr) -> Chain:
     config = config or ChainConfig(sr=sr)
     if config.sr != sr:
         raise AudioError(f"fit_preset: pairs at {sr} Hz, chain config at {config.sr} Hz")
-    data = _as_pairs(pairs)
+    data = as_pairs(pairs)
     torch.manual_seed(seed)
+    return train(Chain(config), data, sr=sr, steps=steps, seed=seed, crop_s=crop_s, warm_s=warm_s, batch=batch, lr=lr)
+
+
+def train(model: torch.nn.Module, data: list[np.ndarray], *, sr: int, steps: int, seed: int, crop_s: float,
+          warm_s: float, batch: int, lr: float, name: str = "fit_preset") -> torch.nn.Module:
+    """Adam on random warm-started crops of ``data``; any model mapping ``(batch, n)`` to ``(batch, n)``.
+
+    Returns ``model`` in eval mode with ``model.fit_history`` (loss per step).
+    """
     rng = np.random.default_rng([seed, 16])
-    chain = Chain(config)
     loss_fn = auraloss.freq.MultiResolutionSTFTLoss(
         fft_sizes=list(FFT_SIZES), hop_sizes=[n // 4 for n in FFT_SIZES], win_lengths=list(FFT_SIZES), w_lin_mag=1.0
     )
-    opt = torch.optim.Adam(chain.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=lr * 0.1)
     crop, warm = int(crop_s * sr), int(warm_s * sr)
     history = []
     for step in range(steps):
         raw, stem = draw_crops(data, rng, batch=batch, crop=crop, warm=warm)
-        out = chain(torch.from_numpy(raw))[:, warm:]
+        out = model(torch.from_numpy(raw))[:, warm:]
         loss = loss_fn(out[:, None], torch.from_numpy(stem)[:, None])
         opt.zero_grad()
         loss.backward()
@@ -111,7 +127,7 @@ def _fit(pairs, sr, steps, seed, config, crop_s, warm_s, batch, lr) -> Chain:
         sched.step()
         history.append(float(loss.detach()))
         if step % 50 == 0 or step == steps - 1:
-            log.info("fit_preset step %d/%d loss %.4f", step + 1, steps, history[-1])
-    chain.eval()
-    chain.fit_history = history
-    return chain
+            log.info("%s step %d/%d loss %.4f", name, step + 1, steps, history[-1])
+    model.eval()
+    model.fit_history = history
+    return model

@@ -24,10 +24,13 @@ def reverb_noise(sr: int, *, ir_s: float, seed: int) -> np.ndarray:
 
 
 def impulse_response(noise: torch.Tensor, rt60_s: torch.Tensor, sr: int) -> torch.Tensor:
-    """Unit-energy impulse response, shape ``noise.shape``; differentiable in ``rt60_s``."""
+    """Unit-energy impulse response; differentiable in ``rt60_s``.
+
+    ``rt60_s`` scalar -> shape ``noise.shape``; ``(batch, 1)`` -> one response per row.
+    """
     t = torch.arange(noise.shape[-1], dtype=noise.dtype, device=noise.device) / sr
     ir = noise * torch.exp(-3 * math.log(10) * t / rt60_s)
-    return ir / torch.sqrt((ir * ir).sum())
+    return ir / torch.sqrt((ir * ir).sum(-1, keepdim=True))
 
 
 def add_reverb(x: torch.Tensor, ir: torch.Tensor, wet_db: torch.Tensor) -> torch.Tensor:

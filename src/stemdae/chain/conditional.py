@@ -1,0 +1,91 @@
+"""Conditional mode: a small encoder predicts the chain's settings per segment from the raw.
+
+``ConditionalChain`` = a preset ``Chain`` (the base logits) + an MLP that maps
+features of the raw input (log energy in 16 log-spaced bands, 40 Hz-16 kHz, minus their mean, and
+the 10/50/90th percentiles of its 46 ms frame levels) to offsets of every logit.
+The MLP's last layer starts at zero, so an untrained conditional chain is its
+preset, and a fit can start from a fitted preset. Settings are per segment:
+``settings_for(x)`` lists them in engineer units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from stemdae.chain.chain import Chain, ChainConfig, process
+from stemdae.chain.fit import as_pairs, torch_threads, train
+from stemdae.chain.ranges import RANGES
+from stemdae.errors import AudioError
+
+N_BANDS, FRAME = 16, 2048
+
+
+def raw_features(x: torch.Tensor, sr: int) -> torch.Tensor:
+    """``(batch, N_BANDS + 3)`` features of ``(batch, n)`` audio, in dB / 20 (about unit scale)."""
+    power = torch.fft.rfft(x).abs().square()
+    freqs = torch.fft.rfftfreq(x.shape[-1], 1 / sr)
+    edges = np.geomspace(40.0, min(16000.0, sr / 2), N_BANDS + 1)
+    bands = [power[:, (freqs >= lo) & (freqs < hi)].mean(-1) for lo, hi in zip(edges[:-1], edges[1:])]
+    band_db = 10 * torch.log10(torch.stack(bands, -1) + 1e-20)
+    band_db = band_db - band_db.mean(-1, keepdim=True)  # the spectral shape; the level is below
+    n_frames = max(1, x.shape[-1] // FRAME)
+    frames = x[:, : n_frames * FRAME].reshape(x.shape[0], n_frames, -1)
+    level_db = 10 * torch.log10(frames.square().mean(-1) + 1e-10)
+    pct = torch.quantile(level_db, torch.tensor([0.1, 0.5, 0.9], dtype=x.dtype), dim=-1).T
+    return torch.cat([band_db, pct], -1) / 20
+
+
+class ConditionalChain(nn.Module):
+    """Per-segment settings: ``base`` preset logits + ``encoder(raw_features(x))``."""
+
+    def __init__(self, config: ChainConfig = ChainConfig(), *, base: Chain | None = None, hidden: int = 64):
+        super().__init__()
+        self.base = base if base is not None else Chain(config)
+        self.config = self.base.config
+        self.slots = [(effect, name) for effect, name, _ in self.base._slots()]
+        self.encoder = nn.Sequential(nn.Linear(N_BANDS + 3, hidden), nn.Tanh(), nn.Linear(hidden, len(self.slots)))
+        nn.init.zeros_(self.encoder[-1].weight)
+        nn.init.zeros_(self.encoder[-1].bias)
+
+    def predict_values(self, x: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        """Settings per batch item: each value ``(batch,)`` in engineer units."""
+        base = torch.stack([self.base.logits[f"{e}__{n}"] for e, n in self.slots])
+        logits = base + self.encoder(raw_features(x, self.config.sr))
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for k, (effect, name) in enumerate(self.slots):
+            out.setdefault(effect, {})[name] = RANGES[effect.rstrip("0123456789")][name].value(logits[:, k])
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return process(x, self.predict_values(x), self.config, getattr(self.base, "noise", None))
+
+    def settings_for(self, x: torch.Tensor) -> list[dict]:
+        """One settings dict (as ``Chain.settings()``) per row of ``x``."""
+        with torch.no_grad():
+            values = self.predict_values(x)
+        rows = []
+        for i in range(x.shape[0]):
+            s = self.base.settings()
+            for effect, name in self.slots:
+                s[effect][name] = round(float(values[effect][name][i]), 6)
+            rows.append(s)
+        return rows
+
+
+def fit_conditional(pairs: Sequence, sr: int, steps: int = 300, seed: int = 0, *, base: Chain | None = None,
+                    config: ChainConfig | None = None, crop_s: float = 2.0, warm_s: float = 0.5, batch: int = 4,
+                    lr: float = 0.01, threads: int = 1) -> ConditionalChain:
+    """Fit a conditional chain (starting from ``base``, e.g. a fitted preset); as :func:`fit_preset`."""
+    config = base.config if base is not None else (config or ChainConfig(sr=sr))
+    if config.sr != sr:
+        raise AudioError(f"fit_conditional: pairs at {sr} Hz, chain config at {config.sr} Hz")
+    data = as_pairs(pairs)
+    with torch_threads(threads):
+        torch.manual_seed(seed)
+        model = ConditionalChain(config, base=base)
+        return train(model, data, sr=sr, steps=steps, seed=seed, crop_s=crop_s, warm_s=warm_s, batch=batch, lr=lr,
+                     name="fit_conditional")
