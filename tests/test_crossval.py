@@ -78,3 +78,24 @@ def test_crossval_covers_every_song_and_resumes_to_the_same_result(project, tmp_
     runs = MlflowClient().search_runs([tracking.experiment_id(params.tracking, project)])
     children = [r for r in runs if r.data.tags.get("stemdae.stage") == "crossval"]
     assert len(children) == 4 and len({r.data.tags["mlflow.parentRunId"] for r in children}) == 1
+
+
+@pytest.mark.slow
+def test_crossval_shifted_evaluates_every_fold_model_on_every_shifted_song(project):
+    params, paths = tiny(project), Paths(project)
+    shifted = project / "shifted"
+    synthesize_corpus(shifted, SynthOptions(n_songs=2, seconds=12.0, seed=7, sr=22050, n_jobs=1, style="shifted"))
+    crossval.run(params, paths, k=2, seeds=1, log_mlflow=False)  # resumes: nothing new when the test above ran
+    out = project / "reports" / "crossval"
+    before = pd.read_csv(out / "per_song.csv")
+    crossval.run(params, paths, k=2, seeds=1, log_mlflow=False, shifted=shifted)
+    pd.testing.assert_frame_equal(before, pd.read_csv(out / "per_song.csv"))  # the folds' results untouched
+    s = pd.read_csv(out / "per_song_shifted.csv")
+    shifted_songs = {p.name for p in shifted.iterdir() if p.is_dir()}
+    assert set(s["song"]) == shifted_songs and not shifted_songs & set(before["song"])
+    assert set(s["fold"]) == {0, 1} and set(s["method"]) == {"dae", "identity", "static_eq", "static_eq_gain"}
+    for (fold, group), rows in s.groupby(["fold", "group"]):  # every fold's model on every shifted song
+        assert set(rows["song"]) == set(s.loc[s["group"] == group, "song"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["shifted"]["bass"]["n_songs"] == s.loc[s["group"] == "bass", "song"].nunique() == 2
+    assert "## Timbre-shifted songs" in (out / "report.md").read_text()

@@ -111,13 +111,27 @@ def free_port() -> int:
 # --------------------------------------------- fast: a one-stage stand-in pipeline
 
 STAND_IN = {
+    # The main targets (pipeline.MAIN_TARGETS: evaluate, table1) and a `crossval` stage that fails
+    # if it ever runs: retrain reproduces the main pipeline only, and ignores crossval's status.
     "dvc.yaml": """stages:
-  train:
+  evaluate:
     cmd: python make.py
     deps: [data, make.py]
     outs: [models/bass]
     metrics:
       - reports/metrics.json:
+          cache: false
+  table1:
+    cmd: python -c "import pathlib; pathlib.Path('reports').mkdir(exist_ok=True); pathlib.Path('reports/table1.md').write_text('t')"
+    deps: [data]
+    outs:
+      - reports/table1.md:
+          cache: false
+  crossval:
+    cmd: python -c "raise SystemExit('crossval must not run in retrain')"
+    deps: [data]
+    outs:
+      - reports/crossval.md:
           cache: false
 """,
     "make.py": """import json, os, pathlib
@@ -171,7 +185,8 @@ def test_retrain_first_run_pushes_to_an_empty_remote_then_is_a_no_op(stand_in, t
 
     s = retrain(Paths(root), summary_path=job_summary)
     assert s.counts["repro"] is True and s.exit_code == 0
-    assert set(s.changed) >= {"train"}
+    assert {"evaluate", "table1"} <= set(s.changed) and "crossval" not in s.changed
+    assert not (root / "reports/crossval.md").exists()
     assert any(remote.rglob("*")), "nothing pushed to the remote"
     info = json.loads((root / "models/bass/mlflow.json").read_text())
     assert [m["registered_version"] for m in s.models] == [2]

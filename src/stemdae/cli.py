@@ -216,7 +216,9 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from stemdae.config import load_params
 
     params = load_params(args.params, overrides={"training.profile": args.profile} if args.profile else None)
-    summary = crossval.run(params, _paths(args), k=args.folds, seeds=args.seeds, name=args.name,
+    k = params.crossval.folds if args.folds is None else args.folds
+    seeds = params.crossval.seeds if args.seeds is None else args.seeds
+    summary = crossval.run(params, _paths(args), k=k, seeds=seeds, name=args.name,
                            max_units=args.max_units, shifted=Path(args.shifted) if args.shifted else None)
     print(summary.text())
     return summary.exit_code
@@ -304,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("crossval", help="cross-validation by song: K folds x S seeds, DAE vs baselines, paired tests")
-    s.add_argument("--folds", type=int, default=3, help="K folds of songs (default 3)")
-    s.add_argument("--seeds", type=int, default=2, help="training seeds per fold (default 2)")
+    s.add_argument("--folds", type=int, default=None, help="K folds of songs (default: crossval.folds, 3)")
+    s.add_argument("--seeds", type=int, default=None, help="training seeds per fold (default: crossval.seeds, 2)")
     s.add_argument("--profile", default=None, help="training.profile to use (default: params.yaml's)")
     s.add_argument("--name", default="default",
                    help="workspace/report name (default: work/crossval, reports/crossval; else a subfolder)")

@@ -243,6 +243,13 @@ class EvaluationParams(_Section):
     champion_metric: Literal["spectral_mae", "lsd_db", "mrstft"] = "spectral_mae"
 
 
+class CrossvalParams(_Section):
+    """``stemdae crossval`` / the ``crossval`` stage: K folds of songs x S training seeds."""
+
+    folds: int = Field(3, ge=2, le=100)
+    seeds: int = Field(2, ge=1, le=100)
+
+
 class SearchSpace(_Section):
     dropout: tuple[float, float] = (0.0, 0.5)
     n_layers: tuple[int, int] = (1, 4)
@@ -289,6 +296,7 @@ class Params(_Section):
         default_factory=lambda: {g: GroupParams(labels=l) for g, l in GROUPS_PAPER.items()}
     )
     evaluation: EvaluationParams = Field(default_factory=EvaluationParams)
+    crossval: CrossvalParams = Field(default_factory=CrossvalParams)
     sweep: SweepParams = Field(default_factory=SweepParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 

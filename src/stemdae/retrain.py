@@ -5,8 +5,9 @@ locally, from a clone:
 
 1. ``dvc pull --allow-missing`` from the default remote, when one is set
    (an empty remote, before the first-ever push, is not an error);
-2. ``dvc status --json``: nothing changed -> nothing else happens;
-3. ``dvc repro`` with ``STEMDAE_PIPELINE_RUN`` set to one id, so every stage
+2. ``dvc status --json --with-deps evaluate table1`` (the main pipeline; the
+   ``crossval`` stage runs only when asked): nothing changed -> nothing else happens;
+3. ``dvc repro evaluate table1`` with ``STEMDAE_PIPELINE_RUN`` set to one id, so every stage
    logs under one MLflow parent run;
 4. ``dvc push`` of the new outputs to the remote;
 5. a markdown summary: what changed, ``dvc metrics diff --md <base>`` and the
@@ -108,8 +109,10 @@ def default_remote(root: Path, env: dict[str, str]) -> str | None:
 
 
 def dvc_status(root: Path, env: dict[str, str]) -> dict[str, Any]:
-    """``dvc status --json``: ``{}`` when everything is up to date."""
-    proc = _dvc(["status", "--json"], cwd=root, env=env, capture=True)
+    """``dvc status --json`` of the main pipeline (not ``crossval``): ``{}`` when everything is up to date."""
+    from stemdae.pipeline import MAIN_TARGETS
+
+    proc = _dvc(["status", "--json", "--with-deps", *MAIN_TARGETS], cwd=root, env=env, capture=True)
     text = proc.stdout.strip()
     # dvc may print warnings before the JSON document.
     start = text.find("{")
@@ -237,10 +240,10 @@ def _run_pipeline(root: Path, env: dict[str, str], summary: RetrainSummary, *, p
     uri = env.get("MLFLOW_TRACKING_URI")
     summary.notes.append(f"Pipeline run `{run_id}`; MLflow: "
                          + (f"`{mask_uri(uri)}` (MLFLOW_TRACKING_URI)" if uri else "`tracking.uri` in params.yaml"))
-    from stemdae.pipeline import close_parent_run
+    from stemdae.pipeline import MAIN_TARGETS, close_parent_run
 
     try:
-        _dvc(["repro"], cwd=root, env=repro_env)
+        _dvc(["repro", *MAIN_TARGETS], cwd=root, env=repro_env)
     except BaseException:
         close_parent_run(Paths(root), run_id, "FAILED")
         raise
