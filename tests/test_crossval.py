@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def tiny(root: Path):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cv")
-    synthesize_corpus(root / "data", SynthOptions(n_songs=6, seconds=12.0, seed=0, n_jobs=1))
+    # 22.05 kHz: the rate the tiny params resample to anyway (half the synthesis and resampling)
+    synthesize_corpus(root / "data", SynthOptions(n_songs=6, seconds=12.0, seed=0, sr=22050, n_jobs=1))
     pairs.run(tiny(root), Paths(root))
     return root
 
@@ -64,6 +66,10 @@ def test_crossval_covers_every_song_and_resumes_to_the_same_result(project, tmp_
     shutil.copytree(project / "data", other / "data", symlinks=True)
     (other / "work").mkdir()
     shutil.copy(paths.pairs_csv, other / "work" / "pairs.csv")
+    # the shared segments, pitch shifts and fold features (no model or seed in them), hard-linked:
+    # the resume under test is the one of the (fold, seed, group) units
+    shutil.copytree(project / "work/crossval/common", other / "work/crossval/common", copy_function=os.link,
+                    ignore=shutil.ignore_patterns("checkpoints"))  # (finished training leaves none anyway)
     first = crossval.run(tiny(other), Paths(other), k=2, seeds=1, max_units=1, log_mlflow=False)
     assert first.counts["stopped_early"] == 1 and len(list((other / "work/crossval/results").glob("*.csv"))) == 1
     crossval.run(tiny(other), Paths(other), k=2, seeds=1, log_mlflow=False)
