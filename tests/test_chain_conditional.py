@@ -74,3 +74,16 @@ def test_conditional_fit_learns_a_setting_that_depends_on_the_raw():
     # the two predicted EQs differ at 10 kHz in the true direction by at least half of the true
     # 16 dB (a preset cannot differ at all)
     assert 8.0 < at_10k[0] - at_10k[1] < 20.0
+
+
+def test_conditional_chain_saves_and_loads_with_weights_only(tmp_path):
+    model = ConditionalChain(ChainConfig(sr=SR, n_bells=1, reverb=False))
+    with torch.no_grad():
+        model.encoder[-1].weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    model.save(tmp_path / "cond.pt")
+    assert torch.load(tmp_path / "cond.pt", weights_only=True)["hidden"] == 64
+    loaded = ConditionalChain.load(tmp_path / "cond.pt")
+    x = torch.randn(2, SR // 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert loaded.settings_for(x)[0] != loaded.settings_for(x)[1]  # per-segment settings

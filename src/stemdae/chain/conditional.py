@@ -10,7 +10,10 @@ preset, and a fit can start from a fitted preset. Settings are per segment:
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,9 +22,10 @@ from torch import nn
 from stemdae.chain.chain import Chain, ChainConfig, process
 from stemdae.chain.fit import as_pairs, torch_threads, train
 from stemdae.chain.ranges import RANGES
-from stemdae.errors import AudioError
+from stemdae.errors import AudioError, ModelError
 
 N_BANDS, FRAME = 16, 2048
+FORMAT = "stemdae-chain-conditional/1"
 
 
 def raw_features(x: torch.Tensor, sr: int) -> torch.Tensor:
@@ -47,6 +51,7 @@ class ConditionalChain(nn.Module):
         self.base = base if base is not None else Chain(config)
         self.config = self.base.config
         self.slots = [(effect, name) for effect, name, _ in self.base._slots()]
+        self.hidden = hidden
         self.encoder = nn.Sequential(nn.Linear(N_BANDS + 3, hidden), nn.Tanh(), nn.Linear(hidden, len(self.slots)))
         nn.init.zeros_(self.encoder[-1].weight)
         nn.init.zeros_(self.encoder[-1].bias)
@@ -74,6 +79,24 @@ class ConditionalChain(nn.Module):
                 s[effect][name] = round(float(values[effect][name][i]), 6)
             rows.append(s)
         return rows
+
+
+    def save(self, path: Path) -> None:
+        """Plain tensors and dicts only (``torch.load(weights_only=True)`` reads it)."""
+        torch.save({"format": FORMAT, "config": asdict(self.config), "hidden": self.hidden,
+                    "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "ConditionalChain":
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise ModelError(f"{path}: cannot load a conditional chain: {str(exc).strip().splitlines()[0]}") from None
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            raise ModelError(f"{path}: expected a {FORMAT} file")
+        model = cls(ChainConfig(**blob["config"]), hidden=blob["hidden"])
+        model.load_state_dict(blob["state_dict"])
+        return model
 
 
 def fit_conditional(pairs: Sequence, sr: int, steps: int = 300, seed: int = 0, *, base: Chain | None = None,
