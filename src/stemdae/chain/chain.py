@@ -132,12 +132,7 @@ class Chain(nn.Module):
 
     @classmethod
     def load(cls, path: Path) -> "Chain":
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            raise ModelError(f"{path}: cannot load a chain model: {str(exc).strip().splitlines()[0]}") from None
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            raise ModelError(f"{path}: expected a {FORMAT} file, found format {_get(blob, 'format')!r}")
+        blob = load_blob(path, FORMAT)
         chain = cls(ChainConfig(**blob["config"]))
         chain.load_state_dict(blob["state_dict"])
         return chain
@@ -176,6 +171,17 @@ def process(x: torch.Tensor, v: dict, config: ChainConfig, noise: torch.Tensor |
         ir = impulse_response(noise, col(v["reverb"]["rt60_s"]), sr)
         y = add_reverb(y, ir, col(v["reverb"]["wet_db"]))
     return y
+
+
+def load_blob(path: Path, fmt: str) -> dict:
+    """``torch.load(weights_only=True)`` of a model file of format ``fmt``; one-line ``ModelError`` otherwise."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ModelError(f"{path}: cannot load a chain model: {str(exc).strip().splitlines()[0]}") from None
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise ModelError(f"{path}: expected a {fmt} file, found format {_get(blob, 'format')!r}")
+    return blob
 
 
 def _get(obj, key):

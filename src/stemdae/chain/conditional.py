@@ -10,7 +10,6 @@ preset, and a fit can start from a fitted preset. Settings are per segment:
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -19,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from stemdae.chain.chain import Chain, ChainConfig, process
+from stemdae.chain.chain import Chain, ChainConfig, load_blob, process
 from stemdae.chain.fit import as_pairs, torch_threads, train
 from stemdae.chain.ranges import RANGES
-from stemdae.errors import AudioError, ModelError
+from stemdae.errors import AudioError
 
 N_BANDS, FRAME = 16, 2048
 FORMAT = "stemdae-chain-conditional/1"
@@ -88,12 +87,7 @@ class ConditionalChain(nn.Module):
 
     @classmethod
     def load(cls, path: Path) -> "ConditionalChain":
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            raise ModelError(f"{path}: cannot load a conditional chain: {str(exc).strip().splitlines()[0]}") from None
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            raise ModelError(f"{path}: expected a {FORMAT} file")
+        blob = load_blob(path, FORMAT)
         model = cls(ChainConfig(**blob["config"]), hidden=blob["hidden"])
         model.load_state_dict(blob["state_dict"])
         return model
