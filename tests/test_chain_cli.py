@@ -42,7 +42,9 @@ def test_chain_fit_then_show(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["pairs"] == 2 and summary["steps"] == 3  # the test pair is not trained on
     model_dir = tmp_path / "models" / "chain" / "bass"
-    assert torch.load(model_dir / "chain.pt", weights_only=True)["format"] == "stemdae-chain/1"
+    blob = torch.load(model_dir / "chain.pt", weights_only=True)
+    assert blob["format"] == "stemdae-chain/1" and blob["group"] == "bass"
+    assert blob["frontend"]["sr"] == SR  # what `stemdae process --model models/chain/bass` applies
     assert json.loads((model_dir / "settings.json").read_text())["config"]["n_bells"] == 1
     assert len((model_dir / "fit_history.csv").read_text().splitlines()) == 1 + 3
 

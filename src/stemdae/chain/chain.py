@@ -126,9 +126,14 @@ class Chain(nn.Module):
                 chain.logits[f"{effect}__{name}"].fill_(rng.logit(value, key=f"{effect}.{name}"))
         return chain
 
-    def save(self, path: Path) -> None:
-        """Plain tensors and dicts only, so ``torch.load(weights_only=True)`` reads it."""
-        torch.save({"format": FORMAT, "config": asdict(self.config), "state_dict": self.state_dict(), "settings": self.settings()}, path)
+    def save(self, path: Path, **meta) -> None:
+        """Plain tensors and dicts only, so ``torch.load(weights_only=True)`` reads it.
+
+        ``meta``: more plain data (``group``, ``frontend``, ``trained_on``: what
+        ``stemdae process`` needs, :mod:`stemdae.chain.predictor`).
+        """
+        torch.save({**meta, "format": FORMAT, "config": asdict(self.config), "state_dict": self.state_dict(),
+                    "settings": self.settings()}, path)
 
     @classmethod
     def load(cls, path: Path) -> "Chain":

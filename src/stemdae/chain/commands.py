@@ -20,13 +20,17 @@ def _params_paths(args: argparse.Namespace):
 def cmd_fit(args: argparse.Namespace) -> int:
     from stemdae.chain.chain import ChainConfig
     from stemdae.chain.group import fit_group
+    from stemdae.frontend import FrontEnd, TrainedOn
 
     params, paths = _params_paths(args)
     sr = params.segments.sr
     config = ChainConfig(sr=sr, n_bells=args.bells, saturation=args.saturation, reverb=not args.no_reverb)
+    # the segments' loudness rule and rate: what `stemdae process --model models/chain/<group>` applies
+    meta = {"frontend": FrontEnd.from_params(params).to_dict(),
+            "trained_on": TrainedOn.of_corpus(paths.corpus_root(params.corpus), paths.root / "data.dvc").to_dict()}
     summary = fit_group(paths.segments_dir, paths.models_dir, args.group, sr=sr, config=config,
                         steps=args.steps, seed=params.seed if args.seed is None else args.seed,
-                        crop_s=args.crop_s, batch=args.batch)
+                        crop_s=args.crop_s, batch=args.batch, meta=meta)
     print(json.dumps(summary))
     return 0
 

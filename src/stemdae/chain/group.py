@@ -48,15 +48,18 @@ def training_pairs(segments_dir: Path, group: str, *, split: str = "train") -> l
 
 
 def fit_group(segments_dir: Path, models_dir: Path, group: str, *, sr: int, config: ChainConfig,
-              steps: int, seed: int, crop_s: float = 2.0, batch: int = 4) -> dict:
-    """Fit the group's preset and write its files; returns a small summary dict."""
+              steps: int, seed: int, crop_s: float = 2.0, batch: int = 4, meta: dict | None = None) -> dict:
+    """Fit the group's preset and write its files; returns a small summary dict.
+
+    ``meta``: plain data saved in ``chain.pt`` beside the chain (``frontend``, ``trained_on``).
+    """
     pairs = training_pairs(segments_dir, group)
     t0 = time.perf_counter()
     chain = fit_preset(pairs, sr, steps=steps, seed=seed, config=config, crop_s=crop_s, batch=batch)
     seconds = time.perf_counter() - t0
     out = chain_dir(models_dir, group)
     out.mkdir(parents=True, exist_ok=True)
-    chain.save(out / "chain.pt")
+    chain.save(out / "chain.pt", group=group, **(meta or {}))
     io.write_json(out / "settings.json", chain.settings())
     io.write_csv(out / "fit_history.csv", ({"step": i + 1, "loss": v} for i, v in enumerate(chain.fit_history)), ("step", "loss"))
     log.info("chain %s: %d pairs, %d steps in %.1f s, loss %.4f -> %.4f", group, len(pairs), steps, seconds,

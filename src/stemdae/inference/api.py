@@ -97,7 +97,7 @@ def process(audio: np.ndarray, sr: int, *, group: str | None = None, model: Any 
     if int(sr) != sr or sr <= 0:
         raise AudioError(f"expected a positive integer sample rate, found {sr}")
     x = as_channels(audio)
-    if hasattr(model, "predict_magnitude"):
+    if hasattr(model, "predict_magnitude") or hasattr(model, "stream"):  # a loaded DAE or chain model
         predictor = model
     else:
         params, paths = params or Params(), paths or Paths()

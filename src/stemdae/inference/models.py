@@ -29,6 +29,7 @@ __all__ = ["load_model", "model_file", "resolve_device", "resolve_model"]
 _URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
 _PREDICTORS: dict[tuple[str, str], Any] = {}  # loaded models by (source, device), per process
 RUN_INFO = "mlflow.json"
+CHAIN_FILE = "chain.pt"  # a chain model (stemdae.chain.predictor.CHAIN_FILE; not imported: it imports torch)
 
 
 def is_uri(source: str | Path) -> bool:
@@ -87,8 +88,9 @@ def resolve_model(group: str | None, model: str | Path | None, params: Params, p
         if is_uri(s):
             return s
         p = Path(s)
-        if not (p.is_file() or (p / "model.pt").is_file()):
+        if not (p.is_file() or (p / "model.pt").is_file() or (p / CHAIN_FILE).is_file()):
             raise ModelError(f"{s}: no model here (expected a models/<group> folder with model.pt, a model.pt, "
+                             "a models/chain/<group> folder with chain.pt, "
                              "or an MLflow URI such as models:/stemdae-vocal@champion)")
         return str(p)
     if group is None:
@@ -132,7 +134,9 @@ def model_file(source: str | Path, params: Params | None = None, paths: Paths | 
             tracking.configure((params or Params()).tracking, (paths or Paths()).root)
         return tracking.download_model_file(str(source))
     p = Path(source)
-    return p / "model.pt" if p.is_dir() else p
+    if p.is_dir():
+        return p / CHAIN_FILE if (p / CHAIN_FILE).is_file() and not (p / "model.pt").is_file() else p / "model.pt"
+    return p
 
 
 def resolve_device(device: str) -> str:
@@ -152,6 +156,9 @@ def load_model(source: str | Path, *, device: str = "cpu", params: Params | None
                paths: Paths | None = None) -> Any:
     """The :class:`stemdae.predictor.Predictor` at ``source`` on ``device``, cached per process.
 
+    A ``chain.pt`` (``stemdae chain fit``) gives a :class:`stemdae.chain.predictor.ChainPredictor`
+    instead (CPU only), which the render core plays through pedalboard.
+
     Raises
     ------
     ModelError
@@ -161,8 +168,11 @@ def load_model(source: str | Path, *, device: str = "cpu", params: Params | None
     if key not in _PREDICTORS:
         from stemdae.predictor import read_model_file
 
+        path = model_file(source, params, paths)
+        if path.name == CHAIN_FILE:
+            from stemdae.chain.predictor import read_chain_file as read_model_file  # noqa: F811
         try:
-            pred = read_model_file(model_file(source, params, paths))
+            pred = read_model_file(path)
         except StemdaeError as err:
             raise ModelError(" ".join(str(err).split())) from None
         _PREDICTORS[key] = pred.to(resolve_device(device)) if device != "cpu" else pred

@@ -15,7 +15,9 @@ What one recording goes through (the front end is the model's own
 2. **pass 2** (streamed, per output channel): gain -> soxr HQ to the model's
    rate -> STFT -> the model -> the raw phase (or Griffin-Lim) -> overlap-add
    (:class:`stemdae.dsp.stream.FrameProcessor`) -> soxr HQ back -> the sink.
-   Every channel gets the same gain (the stereo image is kept). The channels
+   Every channel gets the same gain (the stereo image is kept). A chain model
+   (``stemdae.chain.predictor``) replaces STFT -> model -> overlap-add by its
+   pedalboard, streamed. The channels
    run in parallel threads (``Settings.threads``), the next block is read
    meanwhile; the output is the same bit for bit as one thread's.
 3. ``restore_loudness`` undoes the input gain on the output (the output then
@@ -221,8 +223,9 @@ class _Chain:
         fe = st.frontend
         self.rs_in, self.rs_out = Resampler(sr, fe.sr), Resampler(fe.sr, sr)
         self.mid, self.out = _Exact(resampled_length(n, sr, fe.sr)), _Exact(n)
-        self.fp = FrameProcessor(_transform(predictor, st, channel, tap), n_fft=fe.n_fft, hop=fe.hop,
-                                 block_frames=st.block_frames)
+        stream = getattr(predictor, "stream", None)  # a chain model: its own time-domain stream (chain/predictor.py)
+        self.fp = stream(channel) if stream is not None else FrameProcessor(
+            _transform(predictor, st, channel, tap), n_fft=fe.n_fft, hop=fe.hop, block_frames=st.block_frames)
 
     def push(self, x: np.ndarray) -> np.ndarray:
         return self.out.take(self.rs_out.push(self.fp.push(self.mid.take(self.rs_in.push(x)))))
