@@ -58,15 +58,22 @@ def test_frames_and_index_rows_add_up(built):
     assert test.raw_phase.shape == test.raw.shape and test.raw_phase.dtype == np.float32
 
 
-def test_rows_are_the_stft_of_the_audio(built):
+def test_rows_are_the_stft_of_the_shifted_audio_of_the_old_two_stage_path(built):
+    """Fused (shift in memory, magnitudes written) == STFT of what `augment` used to store, same plan."""
     paths, _, _ = built
     from stemdae.dsp.stft import stft
 
-    aug = np.load(paths.augmented_dir / "SongA_bass.npy")
+    plan = pd.read_csv(paths.augmented_dir / "manifest.csv")
+    cents = plan.loc[plan["pair_id"] == "SongA_bass", "shift_cents"].tolist()
+    seg = np.load(paths.segments_dir / "SongA_bass.npy")
+    stored, _ = augment.augment_pair(seg, 44100, cents=cents)  # what work/augmented/<pair>.npy held
     cache = open_cache(paths.features_group("train", "bass"))
-    r = cache.index.iloc[2]  # +100 cents
-    block = slice(r.row_start, r.row_start + r.n_frames)
-    np.testing.assert_allclose(cache.stem[block], np.abs(stft(aug[2, 1], n_fft=2048, hop=1024)).T, rtol=1e-6)
+    assert cache.index["shift_cents"].tolist() == cents
+    for k, r in enumerate(cache.index.itertuples()):
+        block = slice(r.row_start, r.row_start + r.n_frames)
+        for name, ch in (("raw", 0), ("stem", 1)):
+            want = np.abs(stft(stored[k, ch], n_fft=2048, hop=1024)).T
+            np.testing.assert_allclose(getattr(cache, name)[block], want, rtol=1e-5, atol=1e-6)
     test = open_cache(paths.features_group("test", "bass"))
     seg = np.load(paths.segments_dir / "SongC_bass.npy")
     spec = stft(seg[0], n_fft=2048, hop=1024).T
@@ -123,6 +130,11 @@ def test_reader_names_the_broken_file(built):
 
 def test_train_pair_missing_from_plan_is_an_error(tmp_path):
     paths = make_segments(tmp_path, PAIRS)
+    with pytest.raises(CacheError, match=r"augmented/summary\.json: missing or without settings; run `stemdae augment`"):
+        features.run(FEAT, paths, params=params_from_dict({}))
+    augment.run(SMALL, paths, seed=0)
+    plan = pd.read_csv(paths.augmented_dir / "manifest.csv")
+    plan[plan["pair_id"] != "SongA_bass"].to_csv(paths.augmented_dir / "manifest.csv", index=False)
     with pytest.raises(CacheError, match=r"SongA_bass is not in the plan"):
         features.run(FEAT, paths, params=params_from_dict({}))
 

@@ -1,10 +1,11 @@
-"""Stage ``augment``: pitch-shift every training segment, raw and stem alike.
+"""Stage ``augment``: the pitch-shift plan of every training segment, raw and stem alike.
 
-First the plan is drawn into ``work/augmented/manifest.csv`` (``pair_id,
-shift_index, shift_cents``; shift 0, the original, first), then a pure
-function (:func:`augment_pair`) applies it per pair and the result is written
-to ``work/augmented/<pair_id>.npy``, float32 ``(n_shifts, 2, n)`` = (version,
-raw/stem, samples). Test pairs are never augmented.
+The plan is drawn into ``work/augmented/manifest.csv`` (``pair_id,
+shift_index, shift_cents``; shift 0, the original, first) and the settings
+that apply it into ``work/augmented/summary.json``. A pure function
+(:func:`augment_pair`) applies it per pair; it runs in the ``features`` stage,
+which writes magnitudes straight away, so no shifted audio is ever stored
+(17 float32 copies of every segment, read once). Test pairs are never augmented.
 
 Loudness after shifting: the phase vocoder and resampler lose about 0.7 dB
 and K-weighting changes with pitch, so each shifted channel is re-normalised
@@ -12,9 +13,6 @@ to the integrated loudness (BS.1770) of the *unshifted* channel, then scaled
 down if its peak would exceed :data:`PEAK_CEILING_DBFS` (never clipped). Every
 version of a pair thus has the loudness the segments stage gave the original;
 the original (shift 0) is copied bit for bit.
-
-Re-runs continue: an existing output with the right shape whose version 0
-equals the segment is kept, provided the settings in ``summary.json`` match.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import json
 import logging
 import os
 import sys
-from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +30,8 @@ from stemdae.config import AugmentationParams, Paths
 from stemdae.dsp.loudness import integrated_lufs, normalize_loudness
 from stemdae.dsp.pitch import pitch_shift_all
 from stemdae.errors import AudioError, CacheError
-from stemdae.io import save_npy_atomic, write_text
+from stemdae.io import write_text
 from stemdae.summary import Summary
-from stemdae.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +138,6 @@ def load_segment(path: Path, *, n_samples: int | None = None) -> np.ndarray:
     return x
 
 
-def _is_complete(out: Path, segment: np.ndarray, n_shifts: int) -> bool:
-    try:
-        y = np.load(out, mmap_mode="r")
-    except (OSError, ValueError):
-        return False
-    return (
-        y.dtype == np.float32
-        and y.shape == (n_shifts, *segment.shape)
-        and np.array_equal(y[0], segment)
-    )
-
-
 def _worker_init() -> None:
     """One thread per worker process: the pool already uses every core."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -168,77 +152,37 @@ def _worker_init() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _augment_file(seg: str, out: str, n_samples: int, cents: list[int], method: str, sr: int) -> float:
-    pair = load_segment(Path(seg), n_samples=n_samples)
-    versions, max_gain_db = augment_pair(pair, sr, cents=cents, method=method)
-    save_npy_atomic(Path(out), versions)
-    return max_gain_db
-
-
 # ------------------------------------------------------------------ stage
 
 
 def _settings(aug: AugmentationParams, *, seed: int, sr: int) -> dict:
     return {"method": aug.method, "shifts_cents": aug.shifts_cents(), "sr": sr, "seed": seed,
-            "peak_ceiling_dbfs": PEAK_CEILING_DBFS}
+            "peak_ceiling_dbfs": PEAK_CEILING_DBFS, "continuous": aug.spectral_shifts == "continuous"}
 
 
-def _remove_stale(out_dir: Path, keep: set[str], *, settings: dict) -> int:
-    """Delete outputs of pairs no longer planned, leftovers of killed runs, and
-    everything when the previous run used other settings. Returns files removed."""
-    prev = out_dir / "summary.json"
-    try:
-        same = json.loads(prev.read_text()).get("settings") == settings
-    except (OSError, ValueError):
-        same = False
+def _remove_stale(out_dir: Path) -> int:
+    """Delete audio written by earlier versions of this stage (and their temporaries). Returns files removed."""
     removed = 0
     for f in out_dir.iterdir():
-        stale_npy = f.suffix == ".npy" and (not same or f.stem not in keep)
-        if ".tmp-" in f.name or stale_npy:
+        if ".tmp-" in f.name or f.suffix == ".npy":
             f.unlink()
             removed += 1
     return removed
 
 
-def _n_workers(n_jobs: int, n_tasks: int) -> int:
-    return max(1, min(n_jobs or os.cpu_count() or 1, n_tasks))
-
-
-def _execute(tasks: list[tuple], n_workers: int) -> list[float]:
-    """Run :func:`_augment_file` over tasks, in a process pool when it helps."""
-    progress = None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(tasks), desc="augment", unit="pair")
-    gains = []
-    try:
-        if n_workers == 1:
-            for t in tasks:
-                gains.append(_augment_file(*t))
-                progress and progress.update()
-        else:
-            # Import and JIT-compile the pitch shifter once here: forked workers inherit it.
-            pitch_shift_all(np.zeros((2, 4096), np.float32), tasks[0][5], cents=[50], method=tasks[0][4])
-            with worker_pool(n_workers, initializer=_worker_init) as pool:
-                futures = [pool.submit(_augment_file, *t) for t in tasks]
-                for fut in as_completed(futures):
-                    gains.append(fut.result())
-                    progress and progress.update()
-    finally:
-        progress and progress.close()
-    return gains
-
-
 def run(aug: AugmentationParams, paths: Paths, *, seed: int, sr: int = 44100) -> Summary:
-    """Draw the plan, then write every training pair's pitch-shifted versions.
+    """Draw the plan (``work/augmented/manifest.csv``) and record the settings that apply it.
+
+    Nothing shifted is written here: the ``features`` stage applies the plan in
+    memory (:mod:`stemdae.fused`), or, with ``method: spectral``, the training
+    batches do (:mod:`stemdae.specaug`).
 
     Parameters
     ----------
     aug
         The ``augmentation`` section.
     paths
-        Project paths (reads ``work/segments``, writes ``work/augmented``).
+        Project paths (reads ``work/segments/manifest.csv``, writes ``work/augmented``).
     seed
         The project seed; recorded (the plan applies every shift, so nothing is drawn).
     sr
@@ -247,41 +191,25 @@ def run(aug: AugmentationParams, paths: Paths, *, seed: int, sr: int = 44100) ->
     Returns
     -------
     Summary
-        Counts: pairs, versions, written, kept, removed, max re-normalisation gain.
+        Counts: training pairs, versions planned, test pairs skipped, files of older layouts removed.
 
     Raises
     ------
     CacheError
-        Missing or inconsistent segments (file named).
+        Missing or malformed segments manifest (file named).
     """
     summary = Summary("augment")
     out_dir = paths.augmented_dir
-    log.info("augment: %s -> %s (method=%s)", paths.segments_dir, out_dir, aug.method)
+    log.info("augment: plan %s -> %s (method=%s)", paths.segments_dir, out_dir, aug.method)
     manifest = read_segments_manifest(paths)
     plan = draw_plan(manifest, aug)
     out_dir.mkdir(parents=True, exist_ok=True)
+    removed = _remove_stale(out_dir)
     write_text(out_dir / "manifest.csv", plan.to_csv(index=False))
-
-    cents = aug.shifts_cents()
     settings = _settings(aug, seed=seed, sr=sr)
-    n_samples = dict(zip(manifest["pair_id"].astype(str), manifest["n_samples"].astype(int)))
-    pair_ids = list(dict.fromkeys(plan["pair_id"]))
-    removed = _remove_stale(out_dir, set(pair_ids), settings=settings)
-    # Record the settings before writing: an interrupted run's outputs are then kept.
-    write_text(out_dir / "summary.json", json.dumps({"settings": settings}) + "\n")
-    tasks, kept = [], 0
-    for pid in pair_ids:
-        seg, out = paths.segments_dir / f"{pid}.npy", out_dir / f"{pid}.npy"
-        if out.exists() and _is_complete(out, load_segment(seg, n_samples=n_samples[pid]), len(cents)):
-            kept += 1
-            continue
-        tasks.append((str(seg), str(out), n_samples[pid], cents, aug.method, sr))
-    gains = _execute(tasks, _n_workers(aug.n_jobs, len(tasks)))
-
     summary.counts = {
-        "pairs": len(pair_ids), "test_pairs_skipped": int((manifest["split"] != "train").sum()),
-        "versions": len(plan), "written": len(tasks), "kept": kept, "removed": removed,
-        "max_renorm_gain_db": round(max(gains, default=0.0), 2),
+        "pairs": int(plan["pair_id"].nunique()), "test_pairs_skipped": int((manifest["split"] != "train").sum()),
+        "versions": len(plan), "removed": removed,
     }
     summary.outputs = [str(out_dir)]
     summary.done()

@@ -122,7 +122,11 @@ class AugmentationParams(_Section):
     semitones_min: float = Field(-4.0, ge=-12, le=0)
     semitones_max: float = Field(4.0, ge=0, le=12)
     step_cents: int = Field(50, gt=0, le=1200)
-    method: Literal["librosa", "pedalboard"] = "librosa"
+    # librosa / pedalboard: every planned shift is applied to the audio (in the features stage);
+    # spectral: only unshifted magnitudes are stored, shifted frames are drawn per batch (data.py).
+    method: Literal["librosa", "pedalboard", "spectral"] = "librosa"
+    # spectral only: draw from the planned shifts (discrete) or uniformly in the range (continuous).
+    spectral_shifts: Literal["discrete", "continuous"] = "discrete"
     # Worker processes; 0 = all cores.
     n_jobs: int = Field(0, ge=0)
 
@@ -150,6 +154,8 @@ class FeaturesParams(_Section):
     hop: int = Field(1024, ge=16)
     window: Literal["hann"] = "hann"
     dtype: Literal["float32", "float16"] = "float32"
+    # Worker processes (pitch shifts + STFT per pair); 0 = all cores.
+    n_jobs: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _hop_below_fft(self) -> FeaturesParams:

@@ -23,6 +23,7 @@ matches is kept on re-runs. :func:`open_cache` is the reader.
 
 from __future__ import annotations
 
+import json
 import logging
 import mmap
 import os
@@ -37,10 +38,12 @@ import pandas as pd
 from stemdae.augment import MANIFEST_COLUMNS as AUG_COLUMNS
 from stemdae.augment import read_segments_manifest
 from stemdae.config import FeaturesParams, Params, Paths
-from stemdae.dsp.stft import n_frames, stft
+from stemdae.dsp.stft import n_frames
 from stemdae.errors import CacheError
+from stemdae.fused import PairJob, allocated_bytes, finish, open_partial, run_jobs
+from stemdae.io import write_text
 from stemdae.summary import Summary
-from stemdae.writeguard import writing
+from stemdae.writeguard import check_space, writing
 
 log = logging.getLogger(__name__)
 
@@ -212,52 +215,24 @@ def open_cache(directory: str | Path, *, n_bins: int | None = None) -> FeatureCa
 
 @dataclass(frozen=True)
 class _Version:
-    """One row block of a cache: a version of a pair and where its audio is."""
+    """One row block of a cache: a version (pitch shift) of a pair."""
 
     pair_id: str
     song: str
     instrument: str
     shift_cents: int
-    source: Path
-    version: int | None  # index into the (n_shifts, 2, n) augmented array; None: a segment (2, n)
     n_samples: int
 
 
-class _Stats:
-    """Per-bin sums of x, x^2, log1p(x), log1p(x)^2 in float64, for raw and stem."""
-
-    def __init__(self, n_bins: int) -> None:
-        self.sums = {s: np.zeros((4, n_bins)) for s in ("raw", "stem")}
-        self.count = 0
-
-    def add(self, raw: np.ndarray, stem: np.ndarray) -> None:
-        for name, x in (("raw", raw), ("stem", stem)):
-            x = x.astype(np.float64)
-            lg = np.log1p(x)
-            s = self.sums[name]
-            s[0] += x.sum(0)
-            s[1] += np.square(x).sum(0)
-            s[2] += lg.sum(0)
-            s[3] += np.square(lg).sum(0)
-        self.count += raw.shape[0]
-
-    def result(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"n_frames": np.array(self.count)}
-        n = max(self.count, 1)
-        for name, s in self.sums.items():
-            for key, (i, j) in (("", (0, 1)), ("log_", (2, 3))):
-                mean = s[i] / n
-                std = np.sqrt(np.maximum(s[j] / n - mean**2, 0.0)) if self.count else np.ones_like(mean)
-                out[f"{name}_{key}mean"], out[f"{name}_{key}std"] = mean, std
-        return out
-
-
-def _versions(rows: pd.DataFrame, split: str, plan: pd.DataFrame | None, paths: Paths) -> list[_Version]:
+def _versions(rows: pd.DataFrame, split: str, plan: pd.DataFrame | None, paths: Paths,
+              *, spectral: bool = False) -> list[_Version]:
+    """The row blocks of a group: every planned shift of a training pair (only shift 0 under
+    ``spectral``, whose shifts are drawn per batch), the segment alone for a test pair."""
     out = []
     for r in rows.itertuples(index=False):
         pid, n = str(r.pair_id), int(r.n_samples)
         if split != "train":
-            out.append(_Version(pid, r.song, r.instrument, 0, paths.segments_dir / f"{pid}.npy", None, n))
+            out.append(_Version(pid, r.song, r.instrument, 0, n))
             continue
         shifts = plan[plan["pair_id"] == pid].sort_values("shift_index") if plan is not None else plan
         if shifts is None or shifts.empty:
@@ -265,10 +240,22 @@ def _versions(rows: pd.DataFrame, split: str, plan: pd.DataFrame | None, paths: 
                 f"{paths.augmented_dir / 'manifest.csv'}: training pair {pid} is not in the plan; "
                 "re-run `stemdae augment`"
             )
-        src = paths.augmented_dir / f"{pid}.npy"
-        out += [_Version(pid, r.song, r.instrument, int(c), src, int(i), n)
-                for i, c in zip(shifts["shift_index"], shifts["shift_cents"])]
+        cents = [0] if spectral else shifts["shift_cents"].astype(int).tolist()
+        out += [_Version(pid, r.song, r.instrument, c, n) for c in cents]
     return out
+
+
+def _jobs(versions: list[_Version], index: pd.DataFrame, paths: Paths) -> list[PairJob]:
+    """One job per pair: its versions are adjacent rows of ``index``."""
+    jobs: dict[str, PairJob] = {}
+    for v, row, f in zip(versions, index["row_start"], index["n_frames"]):
+        if v.pair_id in jobs:
+            j = jobs[v.pair_id]
+            jobs[v.pair_id] = PairJob(j.pair_id, j.segment, j.n_samples, (*j.cents, v.shift_cents), j.row_start, f)
+        else:
+            jobs[v.pair_id] = PairJob(v.pair_id, str(paths.segments_dir / f"{v.pair_id}.npy"), v.n_samples,
+                                      (v.shift_cents,), int(row), int(f))
+    return list(jobs.values())
 
 
 def _expected_index(versions: list[_Version], *, hop: int) -> pd.DataFrame:
@@ -280,50 +267,6 @@ def _expected_index(versions: list[_Version], *, hop: int) -> pd.DataFrame:
         "shift_cents": np.array([v.shift_cents for v in versions], dtype=np.int64),
         "row_start": np.asarray(starts, dtype=np.int64), "n_frames": np.array(counts, dtype=np.int64),
     }, columns=INDEX_COLUMNS)
-
-
-def _source(v: _Version) -> np.ndarray:
-    """The version's audio, float32 (2, n), from its memory-mapped file."""
-    if not v.source.is_file():
-        raise CacheError(f"{v.source}: missing; re-run the stage that writes it")
-    a = np.load(v.source, mmap_mode="r")
-    want = (2, v.n_samples) if v.version is None else (v.version + 1, 2, v.n_samples)
-    ok = a.dtype == np.float32 and a.ndim == len(want) and a.shape[-2:] == want[-2:]
-    if not ok or (v.version is not None and a.shape[0] < want[0]):
-        raise CacheError(f"{v.source}: expected float32 {want if v.version is None else '(n_shifts, 2, n)'} "
-                         f"with n={v.n_samples}, found {a.dtype} {a.shape}")
-    return np.asarray(a if v.version is None else a[v.version])
-
-
-def _write_group(out: Path, versions: list[_Version], index: pd.DataFrame, feat: FeaturesParams,
-                 *, split: str) -> None:
-    """Fill ``out`` (a fresh folder) with the caches of ``versions``."""
-    total, nb = int(index["n_frames"].sum()), feat.n_bins
-    mm = {name: np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=feat.dtype, shape=(total, nb))
-          for name in ("raw", "stem")}
-    if split == "test":
-        mm["raw_phase"] = np.lib.format.open_memmap(out / "raw_phase.npy", mode="w+", dtype=np.float32,
-                                                    shape=(total, nb))
-    stats = _Stats(nb)
-    for k, (v, row, f) in enumerate(zip(versions, index["row_start"], index["n_frames"])):
-        spec = stft(_source(v), n_fft=feat.n_fft, hop=feat.hop)  # (2, bins, frames)
-        if spec.shape[-1] != f:
-            raise CacheError(f"{v.source}: {spec.shape[-1]} frames, expected {f}")
-        raw, stem = (np.abs(spec[c]).T.astype(feat.dtype) for c in (0, 1))
-        mm["raw"][row:row + f], mm["stem"][row:row + f] = raw, stem
-        if "raw_phase" in mm:
-            mm["raw_phase"][row:row + f] = np.angle(spec[0]).T
-        if split == "train":
-            stats.add(raw, stem)
-        if k % _RELEASE_EVERY == _RELEASE_EVERY - 1:
-            for a in mm.values():
-                release(a)
-    for a in mm.values():
-        a.flush()
-    del mm
-    index.to_csv(out / "index.csv", index=False)
-    if split == "train":
-        np.savez(out / "stats.npz", **stats.result())
 
 
 def _cache_bytes(index: pd.DataFrame, feat: FeaturesParams, *, split: str) -> int:
@@ -368,17 +311,94 @@ def _read_plan(paths: Paths) -> pd.DataFrame | None:
     return plan
 
 
+def _n_workers(n_jobs: int, n_tasks: int) -> int:
+    return max(1, min(n_jobs or os.cpu_count() or 1, n_tasks))
+
+
 def _remove_stale(split_dir: Path, groups: list[str]) -> int:
     removed = 0
     for d in split_dir.iterdir() if split_dir.is_dir() else []:
-        if d.name not in groups or d.name.startswith("."):
+        if d.name not in groups or d.name.startswith("."):  # partials of finished runs too
             shutil.rmtree(d) if d.is_dir() else d.unlink()
             removed += 1
     return removed
 
 
+def _aug_settings(paths: Paths) -> dict:
+    """The augment stage's settings (``work/augmented/summary.json``): method, shifts, sr."""
+    path = paths.augmented_dir / "summary.json"
+    try:
+        settings = json.loads(path.read_text()).get("settings")
+    except (OSError, ValueError):
+        settings = None
+    if not isinstance(settings, dict) or "method" not in settings or "sr" not in settings:
+        raise CacheError(f"{path}: missing or without settings; run `stemdae augment` first")
+    return settings
+
+
+def _shift_spec(aug: dict, feat: FeaturesParams) -> dict | None:
+    """``shift.json`` of a spectral training cache: what the data module draws per batch."""
+    if aug["method"] != "spectral":
+        return None
+    return {"method": "spectral", "shifts_cents": aug["shifts_cents"], "continuous": aug.get("continuous", False),
+            "sr": aug["sr"], "n_fft": feat.n_fft}
+
+
+def _plan_groups(feat, paths, manifest, plan, groups, aug, counts) -> list[tuple]:
+    """Every (split, group, versions, index, out) not up to date; counts versions/frames/kept."""
+    todo = []
+    for split in SPLITS:
+        counts[f"{split}_versions"] = counts[f"{split}_frames"] = 0
+        for group in groups:
+            rows = manifest[(manifest["split"] == split) & (manifest["group"] == group)]
+            versions = _versions(rows, split, plan, paths, spectral=aug["method"] == "spectral")
+            index = _expected_index(versions, hop=feat.hop)
+            counts[f"{split}_versions"] += len(versions)
+            counts[f"{split}_frames"] += int(index["n_frames"].sum())
+            out = paths.features_group(split, group)
+            spec = _shift_spec(aug, feat) if split == "train" else None
+            if _up_to_date(out, index, feat, split=split) and _read_shift(out) == spec:
+                counts["kept"] += 1
+            else:
+                todo.append((split, group, versions, index, out, spec))
+    return todo
+
+
+def _read_shift(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "shift.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_group(item: tuple, feat: FeaturesParams, paths: Paths, aug: dict, counts: dict) -> None:
+    """Write (or finish) one group in its ``.partial`` folder, then move it in place."""
+    split, group, versions, index, out, spec = item
+    partial = out.with_name(f".{group}.partial")
+    settings = {"features": feat.model_dump(mode="json"), "augment": aug, "split": split}
+    with writing(out):
+        done = open_partial(partial, settings=settings, index=index, n_bins=feat.n_bins, dtype=feat.dtype,
+                            phase=split == "test")
+        jobs = _jobs(versions, index, paths)
+        todo = [j for j in jobs if j.pair_id not in done]
+        log.info("features: %s/%s: %d pairs (%d done before), %d versions", split, group, len(jobs),
+                 len(jobs) - len(todo), len(versions))
+        run_jobs(todo, partial, sr=int(aug["sr"]), method=aug["method"], n_fft=feat.n_fft, hop=feat.hop,
+                 dtype=feat.dtype, n_workers=_n_workers(feat.n_jobs, len(todo)))
+        finish(partial, [j.pair_id for j in jobs], train=split == "train")
+        if spec is not None:
+            write_text(partial / "shift.json", json.dumps(spec, sort_keys=True))
+    counts["pairs_resumed"] += len(jobs) - len(todo)
+    counts["mb_written"] += sum(f.stat().st_size for f in partial.iterdir()) / 2**20
+    _replace_dir(partial, out)
+    counts["written"] += 1
+
+
 def run(feat: FeaturesParams, paths: Paths, *, params: Params) -> Summary:
     """Write the STFT magnitude caches of every split and group.
+
+    Training pairs are pitch-shifted in memory as ``work/augmented/manifest.csv``
+    plans (nothing of it is stored), see :mod:`stemdae.fused`.
 
     Parameters
     ----------
@@ -392,48 +412,34 @@ def run(feat: FeaturesParams, paths: Paths, *, params: Params) -> Summary:
     Returns
     -------
     Summary
-        Counts: groups written and kept, versions and frames per split, MB written.
+        Counts: groups written and kept, pairs resumed, versions and frames per split, MB written.
 
     Raises
     ------
     CacheError
-        Missing or inconsistent segments or augmented files (file named).
+        Missing or inconsistent segments or plan (file named).
+    WriteError
+        Less free space than the caches still to write (folder, bytes needed and free named).
     """
     summary = Summary("features")
     log.info("features: %s, %s -> %s", paths.segments_dir, paths.augmented_dir, paths.features_dir)
     manifest = read_segments_manifest(paths, _SEGMENT_COLUMNS).sort_values("pair_id", kind="stable")
     plan = _read_plan(paths)
+    aug = _aug_settings(paths) if (manifest["split"] == "train").any() else {"method": "none", "sr": 44100}
     groups = list(params.groups)
     for r in manifest.itertuples(index=False):
         if r.group not in groups or r.split not in SPLITS:
             summary.skip(f"{r.pair_id}.npy", f"group {r.group!r} / split {r.split!r} not in {groups} / {SPLITS}")
-    counts: dict[str, Any] = {"written": 0, "kept": 0, "removed": 0, "mb_written": 0.0}
+    counts: dict[str, Any] = {"written": 0, "kept": 0, "removed": 0, "pairs_resumed": 0, "mb_written": 0.0}
+    todo = _plan_groups(feat, paths, manifest, plan, groups, aug, counts)
+    # Memory-mapped writes on a full disk die with SIGBUS: everything still to write is checked first.
+    need = sum(max(0, _cache_bytes(it[3], feat, split=it[0]) - allocated_bytes(it[4].with_name(f".{it[1]}.partial")))
+               for it in todo)
+    paths.features_dir.mkdir(parents=True, exist_ok=True)
+    check_space(paths.features_dir, need)
+    for item in todo:
+        _write_group(item, feat, paths, aug, counts)
     for split in SPLITS:
-        counts[f"{split}_versions"] = counts[f"{split}_frames"] = 0
-        for group in groups:
-            rows = manifest[(manifest["split"] == split) & (manifest["group"] == group)]
-            versions = _versions(rows, split, plan, paths)
-            index = _expected_index(versions, hop=feat.hop)
-            counts[f"{split}_versions"] += len(versions)
-            counts[f"{split}_frames"] += int(index["n_frames"].sum())
-            out = paths.features_group(split, group)
-            if _up_to_date(out, index, feat, split=split):
-                counts["kept"] += 1
-                continue
-            tmp = out.with_name(f".{group}.tmp-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            log.info("features: %s/%s: %d versions", split, group, len(versions))
-            try:
-                # Memory-mapped writes on a full disk die with SIGBUS: the space is checked first.
-                with writing(out, _cache_bytes(index, feat, split=split)):
-                    tmp.mkdir(parents=True)
-                    _write_group(tmp, versions, index, feat, split=split)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            counts["mb_written"] += sum(f.stat().st_size for f in tmp.iterdir()) / 2**20
-            _replace_dir(tmp, out)
-            counts["written"] += 1
         counts["removed"] += _remove_stale(paths.features_dir / split, groups)
     counts["mb_written"] = round(counts["mb_written"], 1)
     summary.counts = counts
