@@ -19,6 +19,9 @@
 - ``gpu_resident``: on a CUDA device with room for it, the group's training
   cache is copied to device memory once (in chunks, never whole in host RAM)
   and batches are gathered there by index.
+- ``augmentation.method: spectral`` (the cache has ``shift.json``): training
+  batches are pitch-shifted per frame as they are read (:mod:`stemdae.specaug`);
+  validation batches never are.
 - ``num_workers`` defaults to 0: a batch is one memmap gather (~0.1 ms per 256
   frames, see MEASUREMENTS.md) against ~40 ms of compute, so worker processes
   would only take one of the two cores away from the matmuls.
@@ -40,6 +43,7 @@ from torch.utils.data import DataLoader
 from stemdae.config import TrainingParams
 from stemdae.errors import CacheError
 from stemdae.features import FeatureCache, open_cache, release
+from stemdae.specaug import ShiftSpec, k_weights, read_spec, shift_frames
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +130,15 @@ class CacheBatches:
 
     Holds the cache *path* and opens it lazily, so worker processes map the
     files themselves instead of receiving pickled copies of the arrays. With
-    ``device_arrays`` (GPU-resident) it gathers from those instead.
+    ``device_arrays`` (GPU-resident) it gathers from those instead. With
+    ``shift``, every frame is pitch-shifted by a shift drawn from ``(seed, rows)``.
     """
 
-    def __init__(self, path: Path, device_arrays: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    def __init__(self, path: Path, device_arrays: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 *, shift: ShiftSpec | None = None, seed: int = 0) -> None:
         self.path, self.device_arrays = Path(path), device_arrays
+        self.shift, self.seed = shift, seed
+        self._weights = None if shift is None else torch.from_numpy(k_weights(shift.sr, shift.n_fft).astype(np.float32))
         self._cache: FeatureCache | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -139,11 +147,18 @@ class CacheBatches:
     def __getitem__(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if self.device_arrays is not None:
             idx = torch.as_tensor(rows, device=self.device_arrays[0].device)
-            return self.device_arrays[0][idx].float(), self.device_arrays[1][idx].float()
-        if self._cache is None:
-            self._cache = open_cache(self.path)
-        raw, stem = self._cache.batch(rows)
-        return torch.from_numpy(raw.astype(np.float32, copy=False)), torch.from_numpy(stem.astype(np.float32, copy=False))
+            raw, stem = self.device_arrays[0][idx].float(), self.device_arrays[1][idx].float()
+        else:
+            if self._cache is None:
+                self._cache = open_cache(self.path)
+            raw_np, stem_np = self._cache.batch(rows)
+            raw = torch.from_numpy(raw_np.astype(np.float32, copy=False))
+            stem = torch.from_numpy(stem_np.astype(np.float32, copy=False))
+        if self.shift is None:
+            return raw, stem
+        cents = torch.from_numpy(self.shift.draw(rows, seed=self.seed)).to(raw.device)
+        w = self._weights.to(raw.device)
+        return shift_frames(raw, cents, weights=w), shift_frames(stem, cents, weights=w)
 
 
 class GroupDataModule(pl.LightningDataModule):
@@ -164,6 +179,7 @@ class GroupDataModule(pl.LightningDataModule):
         self.train_songs: list[str] = []
         self.val_songs: list[str] = []
         self._dataset: CacheBatches | None = None
+        self._train_dataset: CacheBatches | None = None
 
     def prepare_data(self) -> None:  # the features stage wrote everything
         pass
@@ -180,6 +196,15 @@ class GroupDataModule(pl.LightningDataModule):
         if self._dataset is None:
             self._dataset = CacheBatches(self.cache_dir, self._resident_arrays())
         return self._dataset
+
+    def train_dataset(self) -> CacheBatches:
+        """The training batch reader: :meth:`dataset`, pitch-shifting per batch when the cache says so."""
+        if self._train_dataset is None:
+            spec = read_spec(self.cache_dir)
+            base = self.dataset()
+            self._train_dataset = base if spec is None else CacheBatches(
+                self.cache_dir, base.device_arrays, shift=spec, seed=self.training.seed)
+        return self._train_dataset
 
     def _split(self) -> None:
         t = self.training
@@ -233,16 +258,15 @@ class GroupDataModule(pl.LightningDataModule):
                                     frames_per_epoch=t.frames_per_epoch, rank=rank, world_size=world)
         sampler.phase = self.phase
         sampler.epoch_source = getattr(self, "trainer", None)
-        return self._loader(sampler)
+        return self._loader(sampler, self.train_dataset())
 
     def val_dataloader(self) -> DataLoader:
         # Every rank validates on all validation frames: the loss is then the
         # same on each, without a distributed gather.
         return self._loader(EpochBatchSampler(self.val_rows, batch_size=max(self.training.batch_size, 4096),
-                                              shuffle=False))
+                                              shuffle=False), self.dataset())
 
-    def _loader(self, sampler: EpochBatchSampler) -> DataLoader:
-        dataset = self.dataset()
+    def _loader(self, sampler: EpochBatchSampler, dataset: CacheBatches) -> DataLoader:
         workers = self.training.num_workers if dataset.device_arrays is None else 0
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=False)

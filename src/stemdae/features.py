@@ -275,6 +275,13 @@ def _cache_bytes(index: pd.DataFrame, feat: FeaturesParams, *, split: str) -> in
     return int(index["n_frames"].sum()) * feat.n_bins * row_bytes + 16 * 1024
 
 
+def _group_bytes(item: tuple, feat: FeaturesParams) -> int:
+    """All a group's writing allocates: the caches, its per-pair resume files, stats and small files."""
+    split, _, _, index, _, _ = item
+    sums = 8 * feat.n_bins * 8 + 4096  # one (2, 4, n_bins) float64 array
+    return _cache_bytes(index, feat, split=split) + (index["pair_id"].nunique() + 1) * sums + 6 * 4096
+
+
 def _up_to_date(out: Path, index: pd.DataFrame, feat: FeaturesParams, *, split: str) -> bool:
     try:
         cache = open_cache(out, n_bins=feat.n_bins)
@@ -433,8 +440,7 @@ def run(feat: FeaturesParams, paths: Paths, *, params: Params) -> Summary:
     counts: dict[str, Any] = {"written": 0, "kept": 0, "removed": 0, "pairs_resumed": 0, "mb_written": 0.0}
     todo = _plan_groups(feat, paths, manifest, plan, groups, aug, counts)
     # Memory-mapped writes on a full disk die with SIGBUS: everything still to write is checked first.
-    need = sum(max(0, _cache_bytes(it[3], feat, split=it[0]) - allocated_bytes(it[4].with_name(f".{it[1]}.partial")))
-               for it in todo)
+    need = sum(max(0, _group_bytes(it, feat) - allocated_bytes(it[4].with_name(f".{it[1]}.partial"))) for it in todo)
     paths.features_dir.mkdir(parents=True, exist_ok=True)
     check_space(paths.features_dir, need)
     for item in todo:
