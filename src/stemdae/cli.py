@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in [
         ("pairs", cmd_pairs, "stage: top-energy windows, raw/stem pairs, song split"),
         ("segments", cmd_segments, "stage: read windows, mono, resample, loudness-normalise"),
-        ("augment", cmd_augment, "stage: pitch-shift training segments (17 versions)"),
+        ("augment", cmd_augment, "stage: draw the pitch-shift plan (17 versions per training pair)"),
         ("features", cmd_features, "stage: STFT magnitude memory-mapped caches"),
         ("evaluate", cmd_evaluate, "stage: metrics and baselines on held-out songs"),
     ]:

@@ -11,14 +11,19 @@ For every split (``train``, ``test``) and every group of ``params.groups``,
   for raw and stem (``raw_mean, raw_std, raw_log_mean, raw_log_std, stem_...``)
   and ``n_frames``, summed streaming in float64 over the stored values.
 
-Train rows come from every version in ``work/augmented`` (17 by default), test
-rows from the original segment only. A group without pairs gets ``(0, n_bins)``
-arrays and an empty index, so every group has the same layout.
+Train rows come from every shift planned in ``work/augmented/manifest.csv`` (17
+by default), applied in memory (:mod:`stemdae.fused`: no shifted audio is
+stored); under ``augmentation.method: spectral`` only the unshifted rows, plus
+``shift.json`` for the data module, which shifts per batch. Test rows come from
+the original segment only. A group without pairs gets ``(0, n_bins)`` arrays
+and an empty index, so every group has the same layout.
 
-Arrays are written in place with ``np.lib.format.open_memmap`` after counting
-frames, a group at a time into a temporary folder that is renamed when done;
-the whole cache is never in memory. A complete group whose index already
-matches is kept on re-runs. :func:`open_cache` is the reader.
+Before writing, the bytes still to write are checked against the free space
+(one line naming the folder, bytes needed and free). Arrays are written in
+place, a group at a time into ``.<group>.partial/`` that is renamed when done;
+the whole cache is never in memory. An interrupted group continues with the
+pairs it has not finished; a complete group whose index already matches is kept
+on re-runs. :func:`open_cache` is the reader.
 """
 
 from __future__ import annotations
@@ -382,7 +387,7 @@ def _write_group(item: tuple, feat: FeaturesParams, paths: Paths, aug: dict, cou
     """Write (or finish) one group in its ``.partial`` folder, then move it in place."""
     split, group, versions, index, out, spec = item
     partial = out.with_name(f".{group}.partial")
-    settings = {"features": feat.model_dump(mode="json"), "augment": aug, "split": split}
+    settings = {"features": feat.model_dump(mode="json", exclude={"n_jobs"}), "augment": aug, "split": split}
     with writing(out):
         done = open_partial(partial, settings=settings, index=index, n_bins=feat.n_bins, dtype=feat.dtype,
                             phase=split == "test")
