@@ -74,3 +74,25 @@ def test_spectral_method_stores_unshifted_frames_and_shifts_training_batches(tmp
     assert torch.equal(raw, again)
     # the second run with the same settings keeps everything
     assert features.run(FeaturesParams(n_jobs=1), paths, params=params_from_dict({})).counts["written"] == 0
+
+
+def test_training_on_a_spectral_cache_is_deterministic_and_learns(tmp_path):
+    import json
+
+    import pandas as pd
+    from test_train import make_cache, tiny_params
+
+    from stemdae.config import Paths
+    from stemdae.train import fit_group
+
+    d = make_cache(tmp_path, shifts=(0,), n_bins=33)
+    make_cache(tmp_path, split="test", songs=2, n_bins=33)
+    (d / "shift.json").write_text(json.dumps({"method": "spectral", "shifts_cents": [0, -200, 200],
+                                              "continuous": False, "sr": 8000, "n_fft": 64}))
+    p = tiny_params(tmp_path, pretrain=False, finetune_epochs=4)
+    runs = [fit_group(p, "bass", Paths(tmp_path), log_mlflow=False, model_dir=tmp_path / m,
+                      enable_progress_bar=False) for m in ("a", "b")]
+    va = runs[0].history["val_loss"].to_numpy()
+    assert np.all(np.isfinite(va)) and va[-1] < va[0]
+    pd.testing.assert_frame_equal(runs[0].history[["epoch", "train_loss", "val_loss"]],
+                                  runs[1].history[["epoch", "train_loss", "val_loss"]])

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from stemdae.augment import _worker_init, augment_pair, load_segment
+from stemdae.dsp.pitch import pitch_shift_all
 from stemdae.dsp.stft import stft
 from stemdae.errors import CacheError
 from stemdae.io import save_npy_atomic, write_text
@@ -171,6 +172,9 @@ def run_jobs(jobs: list[PairJob], folder: Path, *, sr: int, method: str, n_fft: 
                 write_pair(job, *args)
                 progress and progress.update()
             return
+        if any(c != 0 for j in jobs for c in j.cents):
+            # Import and JIT-compile the pitch shifter once here: forked workers inherit it.
+            pitch_shift_all(np.zeros((2, 4096), np.float32), sr, cents=[50], method=method)
         with worker_pool(min(n_workers, len(jobs)), initializer=_worker_init) as pool:
             for fut in as_completed([pool.submit(write_pair, job, *args) for job in jobs]):
                 fut.result()
