@@ -96,7 +96,7 @@ def fold_split(pairs: pd.DataFrame, k: int, seed: int) -> list[list[str]]:
 
 
 def prepare_all(params: Params, paths: Paths, root: Path) -> Paths:
-    """Segments and pitch shifts of every song, once, in ``root/all/work``."""
+    """Segments and the pitch-shift plan of every song, once, in ``root/all/work``."""
     from stemdae import augment, segments
 
     ws = Paths(root / "all")
@@ -104,11 +104,8 @@ def prepare_all(params: Params, paths: Paths, root: Path) -> Paths:
     ws.work.mkdir(parents=True, exist_ok=True)
     pairs.to_csv(ws.pairs_csv, index=False)
     for pid in pairs["pair_id"]:  # reuse what the pipeline already computed (same pair ids, same settings)
-        for src_dir, dst_dir in ((paths.segments_dir, ws.segments_dir), (paths.augmented_dir, ws.augmented_dir)):
-            if (src_dir / f"{pid}.npy").is_file():
-                _link(src_dir / f"{pid}.npy", dst_dir / f"{pid}.npy", hard=True)
-    if (paths.augmented_dir / "summary.json").is_file() and not (ws.augmented_dir / "summary.json").exists():
-        shutil.copy2(paths.augmented_dir / "summary.json", ws.augmented_dir / "summary.json")
+        if (paths.segments_dir / f"{pid}.npy").is_file():
+            _link(paths.segments_dir / f"{pid}.npy", ws.segments_dir / f"{pid}.npy", hard=True)
     p = _absolute(params, paths)
     segments.run(p, ws)
     augment.run(p.augmentation, ws, seed=p.seed, sr=p.segments.sr)
@@ -134,8 +131,8 @@ def prepare_fold(params: Params, all_ws: Paths, fold_root: Path, test_songs: lis
     _write_if_changed(ws.augmented_dir / "manifest.csv", plan.to_csv(index=False))
     for pid in seg["pair_id"]:
         _link(all_ws.segments_dir / f"{pid}.npy", ws.segments_dir / f"{pid}.npy", hard=False)
-    for pid in plan["pair_id"].unique():
-        _link(all_ws.augmented_dir / f"{pid}.npy", ws.augmented_dir / f"{pid}.npy", hard=False)
+    # The plan's settings: features applies the shifts in memory (no augmented audio to link).
+    _write_if_changed(ws.augmented_dir / "summary.json", (all_ws.augmented_dir / "summary.json").read_text())
     features.run(params.features, ws, params=params)
     return ws
 
