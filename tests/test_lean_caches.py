@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from test_augment import PAIRS, SMALL, make_segments
-from test_write_errors import mounts  # noqa: F401  (fixture: a tmpfs of its own)
 
 from stemdae import augment, features
 from stemdae.config import FeaturesParams, params_from_dict
@@ -50,7 +49,7 @@ def test_float16_cache_round_trips_within_half_precision(tmp_path):
     assert np.array_equal(stem.numpy(), x16[rows])
 
 
-def test_too_little_space_fails_before_writing_naming_folder_and_bytes(tmp_path, mounts):  # noqa: F811
+def test_too_little_space_fails_before_writing_naming_folder_and_bytes(tmp_path, mounts):
     root = mounts(tmp_path / "small", "6m")
     paths = make_segments(root, PAIRS)
     augment.run(SMALL, paths, seed=0)
