@@ -38,7 +38,7 @@ def test_chain_fit_then_show(tmp_path, capsys):
     _segments(tmp_path, Chain.from_settings(s))
     params = str(REPO / "params.yaml")
     argv = ["--params", params, "--root", str(tmp_path), "chain"]
-    assert main(argv + ["fit", "--group", "bass", "--steps", "3", "--crop-s", "0.5", "--batch", "2", "--bells", "1", "--no-reverb"]) == 0
+    assert main(argv + ["fit", "--group", "bass", "--steps", "3", "--crop-s", "0.5", "--batch", "2", "--bells", "1", "--no-reverb", "--no-mlflow"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["pairs"] == 2 and summary["steps"] == 3  # the test pair is not trained on
     model_dir = tmp_path / "models" / "chain" / "bass"

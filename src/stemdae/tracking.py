@@ -299,6 +299,15 @@ def log_metrics_to_run(run_id: str, metrics: dict[str, float], *, step: int = 0)
         client.log_batch(run_id, metrics=items[i:i + 1000])
 
 
+def log_metric_series(run_id: str, key: str, values: Iterable[float]) -> None:
+    """Log ``values`` as metric ``key`` at steps 1, 2, ... in batched calls (non-finite values skipped)."""
+    now = int(time.time() * 1000)
+    items = [Metric(key, float(v), now, i + 1) for i, v in enumerate(values) if np.isfinite(float(v))]
+    client = MlflowClient()
+    for i in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[i:i + 1000])
+
+
 def log_artifacts_to_run(run_id: str, paths: Iterable[str | Path], *, artifact_path: str | None = None) -> None:
     """Upload files or folders to an existing run (under ``artifact_path``)."""
     client = MlflowClient()
@@ -361,11 +370,15 @@ def write_run_info(model_dir: str | Path, info: dict[str, Any]) -> Path:
 
 def pyfunc_code() -> Path:
     """The models-from-code file of the pyfunc (:mod:`stemdae.inference.pyfunc`), found without importing it."""
+    return _code_file("stemdae.inference.pyfunc")
+
+
+def _code_file(module: str) -> Path:
     import importlib.util
 
-    spec = importlib.util.find_spec("stemdae.inference.pyfunc")
+    spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:  # pragma: no cover - an installed stemdae always has it
-        raise ModelError("stemdae.inference.pyfunc: not found; reinstall stemdae")
+        raise ModelError(f"{module}: not found; reinstall stemdae")
     return Path(spec.origin)
 
 
@@ -401,14 +414,22 @@ def log_model(run_id: str, model_pt: Path, *, n_bins: int, registered_name: str 
         ``model_uri`` (``models:/<name>/<version>`` when registered), ``logged_model_uri``,
         ``registered_version`` (None without a name).
     """
+    return _log_pyfunc(run_id, code=pyfunc_code(), artifacts={"model_pt": str(model_pt)},
+                       signature=model_signature(n_bins), registered_name=registered_name,
+                       input_example=np.zeros((1, n_bins), np.float32))
+
+
+def _log_pyfunc(run_id: str, *, code: Path, artifacts: dict[str, str], signature: ModelSignature,
+                registered_name: str | None, input_example: np.ndarray, extra_reqs: tuple[str, ...] = ()
+                ) -> dict[str, Any]:
+    """Log ``code`` (models from code) with ``artifacts`` to ``run_id``; register it as ``registered_name``."""
     import torch
 
-    reqs = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
+    reqs = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy", *extra_reqs]
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT, python_model=str(pyfunc_code()), artifacts={"model_pt": str(model_pt)},
-            signature=model_signature(n_bins), registered_model_name=registered_name, pip_requirements=reqs,
-            input_example=np.zeros((1, n_bins), np.float32),
+            name=MODEL_ARTIFACT, python_model=str(code), artifacts=artifacts, signature=signature,
+            registered_model_name=registered_name, pip_requirements=reqs, input_example=input_example,
         )
     # start_run(run_id=...) ends the run on exit: the caller's finish_run sets the final status.
     MlflowClient().update_run(run_id, status="RUNNING")
@@ -416,6 +437,28 @@ def log_model(run_id: str, model_pt: Path, *, n_bins: int, registered_name: str 
     uri = f"models:/{registered_name}/{version}" if registered_name and version is not None else info.model_uri
     return {"model_uri": uri, "logged_model_uri": info.model_uri,
             "registered_version": int(version) if version is not None else None}
+
+
+def chain_pyfunc_code() -> Path:
+    """The models-from-code file of a chain model (:mod:`stemdae.inference.chain_pyfunc`), not imported."""
+    return _code_file("stemdae.inference.chain_pyfunc")
+
+
+def log_chain_model(run_id: str, chain_pt: Path, *, sr: int, registered_name: str | None) -> dict[str, Any]:
+    """Log a ``chain.pt`` as a pyfunc (code + plain data, as :func:`log_model`): audio in, audio out.
+
+    Input ``(channels, samples)`` float32 at the ``sr`` param; params ``restore_loudness``, ``channels``.
+    """
+    import pedalboard
+
+    params = ParamSchema([ParamSpec("sr", "long", int(sr)), ParamSpec("restore_loudness", "boolean", False),
+                          ParamSpec("channels", "string", "same")])
+    tensor = Schema([TensorSpec(np.dtype(np.float32), (-1, -1))])
+    signature = ModelSignature(inputs=tensor, outputs=tensor, params=params)
+    return _log_pyfunc(run_id, code=chain_pyfunc_code(), artifacts={"chain_pt": str(chain_pt)},
+                       signature=signature, registered_name=registered_name,
+                       input_example=np.zeros((1, int(sr)), np.float32),
+                       extra_reqs=(f"pedalboard=={pedalboard.__version__}",))
 
 
 def download_model_file(uri: str) -> Path:
@@ -431,9 +474,9 @@ def download_model_file(uri: str) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
     except (MlflowException, OSError) as err:
         raise ModelError(f"{mask_uri(uri)}: cannot download the model ({mask_text(str(err))[:300]})") from None
-    found = sorted(local.rglob("model.pt")) if local.is_dir() else [local]
+    found = (sorted(local.rglob("model.pt")) or sorted(local.rglob("chain.pt"))) if local.is_dir() else [local]
     if not found or not found[0].is_file():
-        raise ModelError(f"{mask_uri(uri)}: expected a stemdae model holding model.pt, found none")
+        raise ModelError(f"{mask_uri(uri)}: expected a stemdae model holding model.pt or chain.pt, found none")
     return found[0]
 
 

@@ -31,6 +31,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     summary = fit_group(paths.segments_dir, paths.models_dir, args.group, sr=sr, config=config,
                         steps=args.steps, seed=params.seed if args.seed is None else args.seed,
                         crop_s=args.crop_s, batch=args.batch, meta=meta)
+    if not args.no_mlflow:
+        from stemdae.chain.track import log_chain
+
+        fit_options = {k: getattr(args, k) for k in ("steps", "crop_s", "batch", "bells", "saturation", "no_reverb")}
+        info = log_chain(params, paths, args.group, Path(summary["dir"]), fit_options={**fit_options, "seed": summary["seed"]})
+        summary["registered"] = f"{info['registered_name']}/{info['registered_version']}" if info["registered_name"] else None
     print(json.dumps(summary))
     return 0
 
@@ -66,6 +72,8 @@ def add_parser(sub) -> None:
     s.add_argument("--bells", type=int, default=3)
     s.add_argument("--saturation", action="store_true", help="add tanh saturation (distorted guitar)")
     s.add_argument("--no-reverb", action="store_true")
+    s.add_argument("--no-mlflow", action="store_true",
+                   help="do not log the fit to MLflow nor register it as <prefix><group>-chain")
     s.set_defaults(func=cmd_fit)
 
     s = chain_sub.add_parser("show", help="print a chain's settings in engineer units and plot its curves")

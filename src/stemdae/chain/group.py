@@ -64,7 +64,7 @@ def fit_group(segments_dir: Path, models_dir: Path, group: str, *, sr: int, conf
     io.write_csv(out / "fit_history.csv", ({"step": i + 1, "loss": v} for i, v in enumerate(chain.fit_history)), ("step", "loss"))
     log.info("chain %s: %d pairs, %d steps in %.1f s, loss %.4f -> %.4f", group, len(pairs), steps, seconds,
              chain.fit_history[0], chain.fit_history[-1])
-    return {"group": group, "pairs": len(pairs), "steps": steps, "fit_s": round(seconds, 2),
+    return {"group": group, "pairs": len(pairs), "steps": steps, "seed": seed, "fit_s": round(seconds, 2),
             "loss_first": chain.fit_history[0], "loss_last": chain.fit_history[-1], "dir": str(out)}
 
 
