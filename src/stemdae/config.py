@@ -256,6 +256,20 @@ class CrossvalParams(_Section):
     seeds: int = Field(2, ge=1, le=100)
 
 
+class ChainParams(_Section):
+    """``stemdae chain fit`` / the ``chain@<group>`` stages (``dvc repro chain``; not in the main command)."""
+
+    mode: Literal["preset", "conditional"] = "preset"  # conditional: also fit the encoder (conditional.pt)
+    steps: int = Field(300, ge=1)
+    crop_s: float = Field(2.0, gt=0)
+    batch: int = Field(4, ge=1)
+    lr: float = Field(0.05, gt=0)
+    seed: int = 0
+    bells: int = Field(3, ge=0, le=8)
+    reverb: bool = True
+    saturation_groups: list[str] = Field(default_factory=lambda: ["guitar"])
+
+
 class SearchSpace(_Section):
     dropout: tuple[float, float] = (0.0, 0.5)
     n_layers: tuple[int, int] = (1, 4)
@@ -303,6 +317,7 @@ class Params(_Section):
     )
     evaluation: EvaluationParams = Field(default_factory=EvaluationParams)
     crossval: CrossvalParams = Field(default_factory=CrossvalParams)
+    chain: ChainParams = Field(default_factory=ChainParams)
     sweep: SweepParams = Field(default_factory=SweepParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 

@@ -2,7 +2,8 @@
 
 A stage ``cmd: stemdae <command> ...`` runs ``cli.py`` (and so the package's
 ``__init__.py``), then the ``cmd_<command>`` function, which imports its stage
-module lazily. The stage depends on the *import closure* of all of that inside
+module lazily (a command group without one, ``stemdae chain fit``: all of
+``stemdae/<command>/commands.py``). The stage depends on the *import closure* of all of that inside
 ``src/stemdae``: every ``import`` / ``from ... import`` statement, at module
 level or inside functions (lazy imports), relative imports resolved, and every
 parent package's ``__init__.py``. Two kinds of imports are not followed, as
@@ -184,9 +185,14 @@ def command_entries(src: Path, command: str) -> Entries:
     cli = f"{PACKAGE}.cli"
     tree = _parse(src, cli)
     func = f"cmd_{command.replace('-', '_')}"
-    if func not in _functions(tree):
-        raise ConfigError(f"dvc.yaml: `stemdae {command}` has no {func}() in {module_file(src, cli)}")
-    full = {cli} | _imports_in(src, cli, _reached(tree, [func]))
+    group = f"{PACKAGE}.{command.replace('-', '_')}.commands"  # `stemdae chain fit`: a command group's module
+    if func in _functions(tree):
+        full = {cli} | _imports_in(src, cli, _reached(tree, [func]))
+    elif module_file(src, group) is not None:
+        full = {cli, group}
+    else:
+        raise ConfigError(f"dvc.yaml: `stemdae {command}` has no {func}() in {module_file(src, cli)} "
+                          f"and no {group} module")
     partial: dict[str, set[str]] = {}
     for fn in _reached(tree, ["main"])[1:]:
         for node in _import_nodes(fn, in_init=False):

@@ -23,19 +23,22 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from stemdae.frontend import FrontEnd, TrainedOn
 
     params, paths = _params_paths(args)
-    sr = params.segments.sr
-    config = ChainConfig(sr=sr, n_bells=args.bells, saturation=args.saturation, reverb=not args.no_reverb)
+    sr, cp = params.segments.sr, params.chain
+    pick = lambda name: cp.model_dump()[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
+    config = ChainConfig(sr=sr, n_bells=pick("bells"), saturation=args.saturation or args.group in cp.saturation_groups,
+                         reverb=cp.reverb and not args.no_reverb)
     # the segments' loudness rule and rate: what `stemdae process --model models/chain/<group>` applies
     meta = {"frontend": FrontEnd.from_params(params).to_dict(),
             "trained_on": TrainedOn.of_corpus(paths.corpus_root(params.corpus), paths.root / "data.dvc").to_dict()}
     summary = fit_group(paths.segments_dir, paths.models_dir, args.group, sr=sr, config=config,
-                        steps=args.steps, seed=params.seed if args.seed is None else args.seed,
-                        crop_s=args.crop_s, batch=args.batch, meta=meta)
+                        steps=pick("steps"), seed=pick("seed"), crop_s=pick("crop_s"), batch=pick("batch"),
+                        lr=pick("lr"), mode=pick("mode"), meta=meta)
     if not args.no_mlflow:
         from stemdae.chain.track import log_chain
 
-        fit_options = {k: getattr(args, k) for k in ("steps", "crop_s", "batch", "bells", "saturation", "no_reverb")}
-        info = log_chain(params, paths, args.group, Path(summary["dir"]), fit_options={**fit_options, "seed": summary["seed"]})
+        fit_options = {k: pick(k) for k in ("steps", "crop_s", "batch", "lr", "bells", "mode", "seed")}
+        fit_options.update(saturation=config.saturation, reverb=config.reverb)
+        info = log_chain(params, paths, args.group, Path(summary["dir"]), fit_options=fit_options)
         summary["registered"] = f"{info['registered_name']}/{info['registered_version']}" if info["registered_name"] else None
     print(json.dumps(summary))
     return 0
@@ -65,13 +68,17 @@ def add_parser(sub) -> None:
 
     s = chain_sub.add_parser("fit", help="fit one group's preset chain from work/segments (training split)")
     s.add_argument("--group", required=True)
-    s.add_argument("--steps", type=int, default=300)
-    s.add_argument("--seed", type=int, default=None, help="default: params.yaml seed")
-    s.add_argument("--crop-s", type=float, default=2.0, help="seconds per random crop (default 2.0)")
-    s.add_argument("--batch", type=int, default=4, help="crops per step (default 4)")
-    s.add_argument("--bells", type=int, default=3)
-    s.add_argument("--saturation", action="store_true", help="add tanh saturation (distorted guitar)")
-    s.add_argument("--no-reverb", action="store_true")
+    # defaults: params.yaml's chain section
+    s.add_argument("--steps", type=int, default=None, help="Adam steps (default: chain.steps)")
+    s.add_argument("--seed", type=int, default=None, help="default: chain.seed")
+    s.add_argument("--crop-s", type=float, default=None, help="seconds per random crop (default: chain.crop_s)")
+    s.add_argument("--batch", type=int, default=None, help="crops per step (default: chain.batch)")
+    s.add_argument("--lr", type=float, default=None, help="default: chain.lr")
+    s.add_argument("--bells", type=int, default=None, help="default: chain.bells")
+    s.add_argument("--mode", choices=("preset", "conditional"), default=None, help="default: chain.mode")
+    s.add_argument("--saturation", action="store_true",
+                   help="add tanh saturation (default: for the groups in chain.saturation_groups)")
+    s.add_argument("--no-reverb", action="store_true", help="no reverb (default: chain.reverb)")
     s.add_argument("--no-mlflow", action="store_true",
                    help="do not log the fit to MLflow nor register it as <prefix><group>-chain")
     s.set_defaults(func=cmd_fit)

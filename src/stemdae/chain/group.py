@@ -17,7 +17,7 @@ import numpy as np
 from stemdae import io
 from stemdae.chain.chain import Chain, ChainConfig
 from stemdae.chain.fit import fit_preset
-from stemdae.errors import CacheError, ModelError
+from stemdae.errors import CacheError, ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +48,28 @@ def training_pairs(segments_dir: Path, group: str, *, split: str = "train") -> l
 
 
 def fit_group(segments_dir: Path, models_dir: Path, group: str, *, sr: int, config: ChainConfig,
-              steps: int, seed: int, crop_s: float = 2.0, batch: int = 4, meta: dict | None = None) -> dict:
+              steps: int, seed: int, crop_s: float = 2.0, batch: int = 4, lr: float = 0.05,
+              mode: str = "preset", meta: dict | None = None) -> dict:
     """Fit the group's preset and write its files; returns a small summary dict.
 
+    ``mode="conditional"``: then the encoder too, from the fitted preset (``steps`` more
+    steps), saved as ``conditional.pt``; ``chain.pt`` stays the preset (what ``stemdae process`` renders).
     ``meta``: plain data saved in ``chain.pt`` beside the chain (``frontend``, ``trained_on``).
     """
+    if mode not in ("preset", "conditional"):
+        raise ConfigError(f"chain.mode: expected 'preset' or 'conditional', found {mode!r}")
     pairs = training_pairs(segments_dir, group)
     t0 = time.perf_counter()
-    chain = fit_preset(pairs, sr, steps=steps, seed=seed, config=config, crop_s=crop_s, batch=batch)
+    chain = fit_preset(pairs, sr, steps=steps, seed=seed, config=config, crop_s=crop_s, batch=batch, lr=lr)
     seconds = time.perf_counter() - t0
     out = chain_dir(models_dir, group)
     out.mkdir(parents=True, exist_ok=True)
+    if mode == "conditional":
+        from stemdae.chain.conditional import fit_conditional
+
+        cond = fit_conditional(pairs, sr, steps=steps, seed=seed, base=chain, crop_s=crop_s, batch=batch)
+        cond.save(out / "conditional.pt")
+        seconds = time.perf_counter() - t0
     chain.save(out / "chain.pt", group=group, **(meta or {}))
     io.write_json(out / "settings.json", chain.settings())
     io.write_csv(out / "fit_history.csv", ({"step": i + 1, "loss": v} for i, v in enumerate(chain.fit_history)), ("step", "loss"))
