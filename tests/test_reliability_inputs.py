@@ -258,12 +258,22 @@ def test_process_refuses_in_one_line_naming_the_file(small_model, tmp_path, caps
 
 
 def _peak_rss_mib(cmd: list[str], cwd: Path) -> tuple[int, float, str]:
-    """Run ``cmd``; (exit status, its peak RSS in MiB from ``wait4``, stderr)."""
+    """Run ``cmd``; (exit status, its peak RSS in MiB from ``wait4``, stderr).
+
+    The command is started by a small fresh interpreter, not forked from this
+    pytest process: Linux keeps ``ru_maxrss`` across ``execve``, so a child
+    forked from a large parent reports the parent's resident size as its peak.
+    """
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    launcher = ("import os, subprocess, sys\n"
+                "p = subprocess.Popen(sys.argv[1:])\n"
+                "_, status, usage = os.wait4(p.pid, 0)\n"
+                "print(usage.ru_maxrss, file=open('maxrss.txt', 'w'))\n"
+                "sys.exit(os.waitstatus_to_exitcode(status))\n")
     with open(cwd / "stderr.txt", "w") as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-    return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024, (cwd / "stderr.txt").read_text()
+        rc = subprocess.run([sys.executable, "-c", launcher, *cmd], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=err).returncode
+    return rc, int((cwd / "maxrss.txt").read_text()) / 1024, (cwd / "stderr.txt").read_text()
 
 
 @pytest.mark.slow
