@@ -278,7 +278,13 @@ def _peak_rss_mib(cmd: list[str], cwd: Path) -> tuple[int, float, str]:
 
 @pytest.mark.slow
 def test_two_hour_file_in_bounded_memory(tmp_path):
-    """`stemdae process` on a 2-hour file (written in blocks): peak RSS as for a 10-second one, under 1 GB."""
+    """`stemdae process` on a 2-hour file (written in blocks): peak RSS as for a 10-minute one, under 1 GB.
+
+    10 minutes already fill the streaming bounds (a read block, ``block_frames`` frames per
+    channel), so anything that grows with the length shows as the difference. Stereo output
+    (the channels run in threads): with glibc's sliding mmap threshold the heap fragmented and
+    the peak grew by 30+ MiB from 20 minutes to 2 hours, before render fixed the threshold.
+    """
     sr, block = 8000, 2**20
     model = make_model(tmp_path / "model", hidden=(16,), n_fft=2048, hop=1024, sr=sr, group="bass")
     rng = np.random.default_rng(3)
@@ -286,13 +292,13 @@ def test_two_hour_file_in_bounded_memory(tmp_path):
     with sf.SoundFile(tmp_path / "long.wav", "w", sr, 1, subtype="PCM_16") as f:
         for i in range(0, n_long, block):
             f.write((0.05 * rng.standard_normal(min(block, n_long - i))).astype(np.float32))
-    sf.write(tmp_path / "short.wav", (0.05 * rng.standard_normal(10 * sr)).astype(np.float32), sr)
+    sf.write(tmp_path / "short.wav", (0.05 * rng.standard_normal(600 * sr)).astype(np.float32), sr)
     rss = {}
     for name in ("short", "long"):
         t0 = time.perf_counter()
         rc, rss[name], err = _peak_rss_mib(["stemdae", "-q", "process", f"{name}.wav", "--model", str(model),
-                                            "--channels", "mono", "-j", "1", "-o", f"{name}.out.wav"], tmp_path)
+                                            "--channels", "stereo", "-j", "1", "-o", f"{name}.out.wav"], tmp_path)
         assert rc == 0, err[-3000:]
         print(f"{name}: peak RSS {rss[name]:.0f} MiB, {time.perf_counter() - t0:.1f} s")
     assert sf.info(tmp_path / "long.out.wav").frames == n_long
-    assert rss["long"] < 1024 and rss["long"] < rss["short"] + 100, rss  # 2 h of float32 alone is 220 MiB
+    assert rss["long"] < 1024 and rss["long"] < rss["short"] + 20, rss  # 2 h of float32 alone is 220 MiB

@@ -28,6 +28,8 @@ Memory is bounded by ``block_frames`` and the read block, not the file.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import math
 import os
@@ -280,6 +282,23 @@ def _run_threaded(src: Source, chains: list[_Chain], pick: Callable[[np.ndarray,
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+@functools.cache
+def _fixed_mmap_threshold() -> bool:
+    """Fix glibc's mmap threshold at 64 KiB (``mallopt(M_MMAP_THRESHOLD)``); False where there is no mallopt.
+
+    By default glibc raises the threshold (up to 32 MiB) whenever a large mapped
+    block is freed; from then on pass 2's multi-MiB per-block temporaries come
+    from the heap arenas (one per channel thread), which fragment, so the
+    resident size kept growing with the file's length. With a fixed threshold
+    each such buffer is its own mapping, returned to the system when freed.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(-3, 1 << 16))  # M_MMAP_THRESHOLD = -3 (malloc.h)
+
+
 def render(src: Source, predictor: Any, st: Settings, sink: Callable[[np.ndarray], None], *,
            tap: Tap | None = None) -> RenderInfo:
     """Render ``src`` with ``predictor`` (module docstring); ``sink`` gets float32 ``(samples, channels)`` blocks.
@@ -292,6 +311,7 @@ def render(src: Source, predictor: Any, st: Settings, sink: Callable[[np.ndarray
     AudioError
         Empty or non-finite input, or a layout the ``channels`` option cannot make.
     """
+    _fixed_mmap_threshold()
     gain_db, start_s, n, n_in = loudness_gain_db(src, st.frontend)
     n_out, pick = _layout(st.channels, n_in, src.name)
     gain = np.float32(10 ** (gain_db / 20))
