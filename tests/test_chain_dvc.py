@@ -26,6 +26,10 @@ def test_chain_stages_are_a_foreach_outside_the_main_targets():
     for name, spec in stages.items():
         deps = spec.get("do", spec).get("deps", [])
         assert not [d for d in deps if str(d).startswith("models/chain")], name
+        # nor a folder that holds the chains (DVC would make chain@* upstream of it)
+        assert not [d for d in deps if "models/chain/bass".startswith(str(d).rstrip("/") + "/")], (name, deps)
+    groups = yaml.safe_load((REPO / "params.yaml").read_text())["groups"]
+    assert {f"models/{g}" for g in groups} <= set(stages["evaluate"]["deps"])
 
 
 def test_chain_fit_takes_its_defaults_from_params_yaml(tmp_path, capsys):
