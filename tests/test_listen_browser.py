@@ -5,7 +5,7 @@ reference and a condition, sets every slider of two trials and submits; the
 database then holds exactly those ratings. A restarted server resumes the
 session at the third trial. The rating page is saved as a screenshot
 (in tmp_path; with ``STEMDAE_UPDATE_FIGURES=1`` also as the README's
-``reports/figures/listen_page.png``).
+``docs/figures/listen_page.png`` (not under reports/figures, which the evaluate stage owns and clears)).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_browser_session_end_to_end(tmp_path, browser):
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
         if os.environ.get("STEMDAE_UPDATE_FIGURES"):  # refresh the README's copy on request only
-            shutil.copyfile(shot, REPO / "reports" / "figures" / "listen_page.png")
+            shutil.copyfile(shot, REPO / "docs" / "figures" / "listen_page.png")
         plays = browser.execute_script("return state.plays")
         browser.find_element("id", "submit").click()
         wait_for(browser, lambda: browser.find_element("tag name", "body").get_attribute("data-trial") != first,
