@@ -72,6 +72,7 @@ def corpus_project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shutdown")
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     data["augmentation"]["n_jobs"] = 2
+    data["features"]["n_jobs"] = 2
     (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     stemdae(root, "demo-corpus", "data", "--songs", "4", "--seconds", "12")
     stemdae(root, "pairs")
@@ -145,15 +146,52 @@ def test_sigkill_of_segments_leaves_workers_that_exit_by_themselves(corpus_proje
 
 
 @pytest.mark.slow  # ≈ 25 s: segments first, then augment's first pair
-def test_sigterm_to_augment_stops_its_pool(corpus_project):
+def test_sigterm_to_features_stops_its_pool(corpus_project):
+    """The pitch shifts run in `features` (augment only draws the plan): its pool stops on SIGTERM."""
     root = corpus_project
     if not (root / "work" / "segments" / "manifest.csv").is_file():
         stemdae(root, "segments")
-    out_dir = root / "work" / "augmented"
+    stemdae(root, "augment")
+    out_dir = root / "work" / "features"
     shutil.rmtree(out_dir, ignore_errors=True)
-    proc, kids = _start_and_wait_for_work(root, "augment", lambda: any(out_dir.glob("*.npy")))
+    proc, kids = _start_and_wait_for_work(root, "features", lambda: any(out_dir.glob("**/parts/*")))
     err = _kill_and_check(proc, kids, signal.SIGTERM, grace_s=1.0)
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
+    stemdae(root, "features")  # the rerun continues from the finished pairs
+    assert (out_dir / "train").is_dir() and not list(out_dir.glob("**/parts"))
+
+
+def test_sigterm_to_process_stops_its_file_pool(corpus_project, tmp_path):
+    """`stemdae process -j 2` over many files: SIGTERM leaves no worker behind, finished files stay."""
+    from stemdae.config import Params
+    from stemdae.frontend import FrontEnd, TrainedOn
+    from stemdae.model import StackedAutoencoder
+    from stemdae.predictor import save_model
+    from stemdae.scaling import Scaler
+
+    fe = FrontEnd.from_params(Params())
+    save_model(tmp_path / "model" / "model.pt", StackedAutoencoder(1025, [64], 0.0, "identity"),
+               Scaler("log_ratio", 1025), frontend=fe, trained_on=TrainedOn("real", "test"), group="bass")
+    raws = sorted((corpus_project / "data").glob("*/*_RAW/*.wav"))[:12]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, raw in enumerate(raws):
+        shutil.copy(raw, inputs / f"take{i:02d}.wav")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(BIN / "stemdae"), "-q", "process", str(inputs), "--model", str(tmp_path / "model"),
+                             "-o", str(out), "-j", "2"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    kids: set[int] = set()
+    while time.monotonic() < deadline and proc.poll() is None:
+        kids = descendants(proc.pid)
+        if len(kids) >= 2 and out.is_dir() and any(out.glob("*.wav")):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None and len(kids) >= 2, "the process pool never ran two workers with a file done"
+    err = _kill_and_check(proc, kids, signal.SIGTERM, grace_s=1.0)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
+    assert [p for p in out.glob("*.wav")]  # finished outputs are kept
 
 
 def test_sigterm_to_demo_corpus_stops_its_pool(tmp_path):

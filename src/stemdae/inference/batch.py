@@ -255,13 +255,16 @@ def _run_all(todo: list[Job], n_workers: int, local: str, predictor: Any, st: Se
                 bar.update()
             return results
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
+
+        from stemdae.workers import worker_pool
 
         # fork where there is one: workers start at once and share the loaded model (copy-on-write).
         # Safe with torch as in DataLoader workers: each worker runs torch with one thread.
+        # worker_pool: SIGTERM/SIGINT stop the workers, and they die with a SIGKILLed parent.
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(n_workers, mp_context=mp.get_context(method), initializer=_init_worker,
-                                 initargs=(local, st, logging.getLogger().level)) as pool:
+        with worker_pool(n_workers, mp_context=mp.get_context(method), initializer=_init_worker,
+                         initargs=(local, st, logging.getLogger().level)) as pool:
             futures = {pool.submit(_run_job, job): job for job in todo}
             for fut in as_completed(futures):
                 job = futures[fut]
