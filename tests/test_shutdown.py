@@ -79,10 +79,16 @@ def corpus_project(tmp_path_factory) -> Path:
     return root
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT as in a terminal. A runner started as a background job (``cmd &`` without
+    job control) ignores SIGINT, and an ignored disposition is inherited, so Ctrl-C could not be tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_wait_for_work(root: Path, command: str, ready) -> tuple[subprocess.Popen, set[int]]:
     """Start ``stemdae <command>``; return once two workers run and ``ready()`` (a first result is in)."""
     proc = subprocess.Popen([str(BIN / "stemdae"), "-q", command], cwd=root, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         kids = descendants(proc.pid)
