@@ -108,12 +108,18 @@ def test_process_matches_whole_array_reference(model_dir, predictor):
     assert y.shape == (x.shape[1],) and y.dtype == np.float32
     assert np.abs(ref).max() > 1e-4  # the model does output something
     np.testing.assert_allclose(y, ref, atol=1e-6 * np.abs(ref).max() + 1e-9)
-    # the input's layout by default: each channel with the gain of the mono downmix's window
+    # the input's layout by default, linked: the gain of the mono downmix's window, the model on the mean
+    # spectrum, its per-bin gain on each channel's own spectrum
     both = stemdae.process(x, 44100, model=str(model_dir))
     assert both.shape == x.shape
-    for c in range(2):
-        ref_c = reference(x[c], 44100, predictor, gain=training_gain(mono, 44100))
-        np.testing.assert_allclose(both[c], ref_c, atol=1e-6 * np.abs(ref_c).max() + 1e-9)
+    g = training_gain(mono, 44100)
+    mid_mag, _ = magnitude_phase((mono * g).astype(np.float32), n_fft=2048, hop=1024)
+    mags = [magnitude_phase((x[c] * g).astype(np.float32), n_fft=2048, hop=1024) for c in range(2)]
+    rms = np.sqrt((mags[0][0] ** 2 + mags[1][0] ** 2) / 2)
+    gain = predictor.predict_magnitude(np.ascontiguousarray(mid_mag.T)).T / np.maximum(mid_mag, 0.1 * rms)
+    for c, (mag_c, phase_c) in enumerate(mags):
+        ref_c = istft(mag_c * gain, phase_c, n_fft=2048, hop=1024, length=x.shape[1])
+        np.testing.assert_allclose(both[c], ref_c, atol=2e-6 * np.abs(ref_c).max() + 1e-9)
 
 
 def test_stemdae_process_stays_callable_after_importing_inference(predictor):
@@ -228,8 +234,8 @@ def test_old_model_file_without_front_end_is_a_clear_error(tmp_path):
         stemdae.process(noise(3000), 16000, model=str(tmp_path / "old"))
 
 
-def test_model_file_holds_plain_data_only(model_dir):
-    """weights_only=True: loading a model file cannot run pickled code."""
+def test_model_file_holds_plain_data_only(model_dir, capsys):
+    """weights_only=True (torch) and the numpy engine's own unpickler: loading a model file cannot run pickled code."""
     import pickle
 
     import torch
@@ -254,7 +260,10 @@ def test_model_file_holds_plain_data_only(model_dir):
     with pytest.raises(pickle.UnpicklingError):
         torch.load(model_dir.parent / "evil.pt", weights_only=True)
     with pytest.raises(ModelError, match="not a readable model file"):
-        load_model(str(model_dir.parent / "evil.pt"))
+        load_model(str(model_dir.parent / "evil.pt"), engine="torch")
+    with pytest.raises(ModelError, match=r"evil.pt: refusing to load __builtin__.print"):
+        load_model(str(model_dir.parent / "evil.pt"))  # the numpy engine (fp32 on the CPU)
+    assert "pwned" not in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------- files
@@ -279,22 +288,41 @@ def test_file_in_blocks_equals_one_go(predictor, tmp_path):
 
 
 
-def test_channels_in_threads_equal_one_thread_bit_for_bit(predictor, tmp_path):
-    sr, n = 48000, 48000 * 3 + 77
+def test_linked_stereo_keeps_the_image_and_runs_the_model_once(predictor, tmp_path):
+    """Linked rendering: the model sees the channels' mean once per frame; its gain applies to every channel."""
+    sr, n = 44100, 44100 * 3 + 77
+    x = noise(n, seed=4)
+    calls = []
+    tap = lambda c, m_in, m_out: calls.append((c, m_in.shape))  # noqa: E731
+    for pan in (0.5, 0.9, 1.0):  # a mono source panned: L = a x, R = b x
+        a, b = np.float32(pan), np.float32(np.sqrt(1 - pan**2))
+        xs = np.stack([a * x, b * x])
+        calls.clear()
+        y = stemdae.process(xs, sr, model=predictor, tap=tap)
+        assert y.shape == xs.shape and np.abs(y[0]).max() > 1e-4
+        assert {c for c, _ in calls} == {0} and sum(s[0] for _, s in calls) == 1 + n // 1024  # one model call per frame
+        if b > 0:  # the level difference between the channels is the input's, exactly
+            np.testing.assert_allclose(y[1] * a, y[0] * b, atol=1e-6 * np.abs(y).max())
+        else:
+            assert np.abs(y[1]).max() < 1e-6 * np.abs(y[0]).max()
+    # three different channels through a file, in blocks: each stays in its place, equal to one go
     path = tmp_path / "in.wav"
     sf.write(path, noise(n, channels=3, seed=4).T, sr, subtype="FLOAT")
-    base = dataclasses.replace(settings_for(predictor), block_frames=7)
-    for threads in (1, 3):
-        process_file(path, tmp_path / f"t{threads}.wav", predictor=predictor,
-                     st=dataclasses.replace(base, threads=threads), read_block=5001)
-    y1, _ = sf.read(tmp_path / "t1.wav", dtype="float32")
-    y3, _ = sf.read(tmp_path / "t3.wav", dtype="float32")
-    assert y1.shape == y3.shape == (n, 3) and np.abs(y1).max() > 1e-4
-    assert not np.array_equal(y1[:, 0], y1[:, 1])  # three different channels, each in its place
-    np.testing.assert_array_equal(y3, y1)
+    base = settings_for(predictor)
+    process_file(path, tmp_path / "blocks.wav", predictor=predictor, st=dataclasses.replace(base, block_frames=7),
+                 read_block=5001)
+    process_file(path, tmp_path / "one.wav", predictor=predictor, st=base, read_block=10**7)
+    y1, _ = sf.read(tmp_path / "blocks.wav", dtype="float32")
+    y2, _ = sf.read(tmp_path / "one.wav", dtype="float32")
+    assert y1.shape == y2.shape == (n, 3) and not np.array_equal(y1[:, 0], y1[:, 1])
+    np.testing.assert_allclose(y1, y2, atol=1e-6 * np.abs(y2).max())
 
 
-def test_bf16_precision_close_to_fp32_and_checked(predictor):
+def test_bf16_precision_close_to_fp32_and_checked(model_dir, predictor):
+    assert predictor.engine == "numpy"  # fp32 on the CPU: the torch-free engine
+    with pytest.raises(ModelError, match="the numpy engine computes in fp32, not bf16"):
+        stemdae.process(noise(44100, channels=2), 44100, model=predictor, precision="bf16")
+    predictor = load_model(str(model_dir), engine="torch")
     x = noise(44100 * 3, channels=2, seed=5)
     y32 = stemdae.process(x, 44100, model=predictor)
     y16 = stemdae.process(x, 44100, model=predictor, precision="bf16")

@@ -15,7 +15,9 @@ Files of format 1 (no front end) are refused with a one-line
 :class:`~stemdae.errors.ModelError` asking for a retrain.
 
 MLflow URIs are resolved by :mod:`stemdae.inference.models`; this module reads
-local files only (no import of :mod:`stemdae.tracking`).
+local files only (no import of :mod:`stemdae.tracking`). The same file is
+read without torch by :mod:`stemdae.inference.npmodel` (``stemdae process``
+on the CPU in fp32); :mod:`stemdae.modelrecord` holds the checks both use.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 from stemdae.errors import ModelError
 from stemdae.frontend import FrontEnd, TrainedOn
 from stemdae.model import StackedAutoencoder
+from stemdae.modelrecord import FORMAT, MODEL_FILE, PRECISIONS, RecordMeta, check_magnitudes, check_record, meta_of
 from stemdae.scaling import Scaler
 from stemdae.writeguard import writing
 
@@ -39,14 +42,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FORMAT", "MODEL_FILE", "PRECISIONS", "Predictor", "load_predictor", "read_model_file", "save_model"]
 
-FORMAT = "stemdae-model/2"
-#: ``fp32``: as trained (the default everywhere, evaluation included); ``bf16``: the network's layers
-#: in bfloat16 (autocast; the scaler stays fp32), about 4x less CPU time on CPUs with bf16 units.
-PRECISIONS = ("fp32", "bf16")
-MODEL_FILE = "model.pt"
 
 
-class Predictor(nn.Module):
+class Predictor(nn.Module, RecordMeta):
     """A group model in eval mode: ``(frames, n_bins)`` linear magnitudes in and out.
 
     Attributes
@@ -60,6 +58,8 @@ class Predictor(nn.Module):
     meta
         The rest of ``model.pt`` (``group``, ``model_params``, ``trained_on``).
     """
+
+    engine = "torch"  # as opposed to stemdae.inference.npmodel.NumpyPredictor
 
     def __init__(self, net: StackedAutoencoder, scaler: Scaler, meta: dict[str, Any] | None = None,
                  *, frontend: FrontEnd | None = None, batch_frames: int = 8192) -> None:
@@ -76,14 +76,6 @@ class Predictor(nn.Module):
     @property
     def n_bins(self) -> int:
         return self.net.n_bins
-
-    @property
-    def group(self) -> str | None:
-        return self.meta.get("group")
-
-    @property
-    def trained_on(self) -> TrainedOn | None:
-        return TrainedOn.from_dict(self.meta.get("trained_on"))
 
     @property
     def device(self) -> torch.device:
@@ -119,13 +111,7 @@ class Predictor(nn.Module):
         ModelError
             Wrong shape or non-finite values, unknown precision.
         """
-        if precision not in PRECISIONS:
-            raise ModelError(f"precision: expected one of {PRECISIONS}, found {precision!r}")
-        mag = np.asarray(mag)
-        if mag.ndim != 2 or mag.shape[1] != self.n_bins:
-            raise ModelError(f"predict_magnitude: expected (frames, {self.n_bins}), found {mag.shape}")
-        if not np.isfinite(mag).all():
-            raise ModelError("predict_magnitude: input contains NaN or infinite values")
+        mag = check_magnitudes(mag, self.n_bins, precision)
         self.eval()
         out = np.empty(mag.shape, np.float32)
         dev = self.device
@@ -165,10 +151,8 @@ def save_model(path: str | Path, net: StackedAutoencoder, scaler: Scaler, *, fro
 def read_model_file(path: str | Path) -> Predictor:
     """Load a ``model.pt`` into a :class:`Predictor` on the CPU (``weights_only=True``: no pickled code).
 
-    Raises
-    ------
-    ModelError
-        Missing or unreadable file, unknown or old format, no front end, or weights that do not fit.
+    Raises :class:`~stemdae.errors.ModelError` (one line) for a missing or unreadable file, an unknown or
+    old format, no front end, or weights that do not fit.
     """
     path = Path(path)
     if not path.is_file():
@@ -178,20 +162,14 @@ def read_model_file(path: str | Path) -> Predictor:
     except Exception as err:  # torch raises many types for a corrupt file
         raise ModelError(f"{path}: not a readable model file ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
                          ) from None
-    found = d.get("format") if isinstance(d, dict) else type(d).__name__
-    if found == "stemdae-model/1":
-        raise ModelError(f"{path}: written by an older stemdae without a front-end record (format {found!r}); "
-                         "retrain it with `stemdae train --group <group>`")
-    if found != FORMAT:
-        raise ModelError(f"{path}: expected format {FORMAT!r}, found {found!r}")
-    frontend = FrontEnd.from_dict(d.get("frontend"), where=str(path))
+    frontend = check_record(d, path)
     try:
         net = StackedAutoencoder.from_config(d["model"])
         net.load_state_dict(d["state_dict"])
         scaler = Scaler.from_dict(d["scaler"])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise ModelError(f"{path}: model does not match its config ({err})") from None
-    meta = {k: v for k, v in d.items() if k not in ("state_dict", "scaler", "format", "frontend")}
+    meta = meta_of(d)
     try:
         return Predictor(net, scaler, meta, frontend=frontend)
     except ModelError as err:

@@ -34,14 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from stemdae import scalemath
 from stemdae.errors import CacheError, ModelError
+from stemdae.scalemath import LOG_RATIO_EPS, SCALINGS
+from stemdae.scalemath import STANDARDIZED as _STANDARDIZED
 
-__all__ = ["SCALINGS", "Scaler", "fit_scaler", "stream_stats"]
+__all__ = ["LOG_RATIO_EPS", "SCALINGS", "Scaler", "fit_scaler", "stream_stats"]
 
 Scaling = Literal["linear", "log", "log_standardized", "log_ratio"]
-SCALINGS: tuple[str, ...] = ("linear", "log", "log_standardized", "log_ratio")
-LOG_RATIO_EPS = 1e-3
-_STANDARDIZED = ("log_standardized", "log_ratio")
 # A bin that is (nearly) constant over the training split would blow up
 # under standardisation: floor its std (in log1p units).
 MIN_STD = 1e-3
@@ -77,34 +77,22 @@ class Scaler(nn.Module):
             self.register_buffer(name, t.clone())
 
     def scale_input(self, mag: torch.Tensor) -> torch.Tensor:
-        return self._forward(mag, self.in_mean, self.in_std)
+        return scalemath.scale_input(torch, self.kind, mag, self.in_mean, self.in_std)
 
     def scale_target(self, mag: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
         """Stem magnitudes -> the network's target (``log_ratio`` needs the ``raw`` input too)."""
-        if self.kind == "log_ratio":
-            return torch.log(mag.clamp_min(0.0) + LOG_RATIO_EPS) - torch.log(self._raw(raw) + LOG_RATIO_EPS)
-        return self._forward(mag, self.out_mean, self.out_std)
+        return scalemath.scale_target(torch, self.kind, mag, self._raw(raw), self.out_mean, self.out_std)
 
     def inverse_target(self, y: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
         """Network output -> linear magnitude (clamped at 0); ``log_ratio`` needs the ``raw`` input."""
-        if self.kind == "log_ratio":
-            return ((self._raw(raw) + LOG_RATIO_EPS) * torch.exp(y.clamp_max(40.0)) - LOG_RATIO_EPS).clamp_min(0.0)
-        if self.kind == "log_standardized":
-            y = y * self.out_std + self.out_mean
-        if self.kind != "linear":
-            y = torch.expm1(y.clamp_max(80.0))
-        return y.clamp_min(0.0)
+        return scalemath.inverse_target(torch, self.kind, y, self._raw(raw), self.out_mean, self.out_std)
 
-    def _raw(self, raw: torch.Tensor | None) -> torch.Tensor:
+    def _raw(self, raw: torch.Tensor | None) -> torch.Tensor | None:
         if raw is None:
-            raise ModelError("log_ratio scaling needs the raw input magnitudes")
-        return raw.float().clamp_min(0.0)
-
-    def _forward(self, mag: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        if self.kind == "linear":
-            return mag
-        y = torch.log1p(mag.clamp_min(0.0))
-        return (y - mean) / std if self.kind in _STANDARDIZED else y
+            if self.kind == "log_ratio":
+                raise ModelError("log_ratio scaling needs the raw input magnitudes")
+            return None
+        return raw.float()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (``torch.load(weights_only=True)``-safe) for ``model.pt``."""

@@ -79,23 +79,28 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 
 class Resampler:
-    """soxr 'HQ' resampling of a mono stream (chunk by chunk); a pass-through when the rates are equal.
+    """soxr 'HQ' resampling of a stream (chunk by chunk); a pass-through when the rates are equal.
 
-    soxr's stream output does not depend on how the input is chunked. The
-    caller trims or pads the total to the length it wants (soxr's total may
-    differ from :func:`resampled_length` by a sample).
+    Mono (``(samples,)`` chunks) by default, or ``channels`` channels
+    (``(channels, samples)`` chunks, resampled alike). soxr's stream output
+    does not depend on how the input is chunked. The caller trims or pads the
+    total to the length it wants (soxr's total may differ from
+    :func:`resampled_length` by a sample).
     """
 
-    def __init__(self, sr_in: int, sr_out: int) -> None:
-        self.sr_in, self.sr_out = int(sr_in), int(sr_out)
+    def __init__(self, sr_in: int, sr_out: int, *, channels: int | None = None) -> None:
+        self.sr_in, self.sr_out, self.channels = int(sr_in), int(sr_out), channels
         self._stream = None
         if self.sr_in != self.sr_out:
             import soxr
 
-            self._stream = soxr.ResampleStream(self.sr_in, self.sr_out, 1, dtype="float32", quality="HQ")
+            self._stream = soxr.ResampleStream(self.sr_in, self.sr_out, channels or 1, dtype="float32", quality="HQ")
 
     def push(self, x: np.ndarray, *, last: bool = False) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.asarray(x, dtype=np.float32)
         if self._stream is None:
-            return x
-        return self._stream.resample_chunk(x, last=last)
+            return np.ascontiguousarray(x)
+        if self.channels is None:
+            return self._stream.resample_chunk(np.ascontiguousarray(x), last=last)
+        y = self._stream.resample_chunk(np.ascontiguousarray(x.reshape(self.channels, -1).T), last=last)
+        return np.ascontiguousarray(y.reshape(-1, self.channels).T)

@@ -102,7 +102,7 @@ def process(audio: np.ndarray, sr: int, *, group: str | None = None, model: Any 
     else:
         params, paths = params or Params(), paths or Paths()
         source = resolve_model(group, model, params, paths)
-        predictor = load_model(source, device=device, params=params, paths=paths)
+        predictor = load_model(source, device=device, params=params, paths=paths, precision=precision)
         warn_if_demo(predictor, source)
     st = settings_for(predictor, restore_loudness=restore_loudness, phase=phase, channels=channels,
                       block_frames=block_frames, precision=precision)

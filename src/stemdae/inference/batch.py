@@ -118,9 +118,10 @@ def _init_worker(model_path: str, st: Settings, log_level: int) -> None:
 
     torch.set_num_threads(1)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    _WORKER["st"] = dataclasses.replace(st, threads=1)  # the workers are the parallelism
+    _WORKER["st"] = st
     try:
-        _WORKER["predictor"] = load_model(model_path)
+        # the torch engine: one torch thread per worker (numpy's BLAS threads cannot be set after the fork)
+        _WORKER["predictor"] = load_model(model_path, precision=st.precision, engine="torch")
     except StemdaeError as err:
         _WORKER["error"] = str(err)
 
@@ -150,7 +151,7 @@ def _prepare(group: str | None, model: str | Path | None, params: Params, paths:
     """Resolve and load the model once; its group (from the model file when not given) and settings."""
     source = resolve_model(group, model, params, paths)
     local = str(model_file(source, params, paths))  # download an MLflow model once, for all workers
-    predictor = load_model(local, device=device)
+    predictor = load_model(local, device=device, precision=options.get("precision", "fp32"))
     model_group = predictor.group
     if group is None:
         if not model_group:

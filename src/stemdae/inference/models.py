@@ -152,27 +152,43 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_model(source: str | Path, *, device: str = "cpu", params: Params | None = None,
-               paths: Paths | None = None) -> Any:
-    """The :class:`stemdae.predictor.Predictor` at ``source`` on ``device``, cached per process.
+ENGINES = ("auto", "torch", "numpy")
 
-    A ``chain.pt`` (``stemdae chain fit``) gives a :class:`stemdae.chain.predictor.ChainPredictor`
-    instead (CPU only), which the render core plays through pedalboard.
+
+def load_model(source: str | Path, *, device: str = "cpu", params: Params | None = None,
+               paths: Paths | None = None, precision: str = "fp32", engine: str = "auto") -> Any:
+    """The model at ``source`` on ``device``, cached per process.
+
+    A ``model.pt`` gives a :class:`stemdae.inference.npmodel.NumpyPredictor`
+    on the CPU in fp32 (``engine="auto"``: torch is then never imported, see
+    that module) and a torch :class:`stemdae.predictor.Predictor` otherwise
+    (``engine="torch"``, ``precision="bf16"``, or a CUDA device). A ``chain.pt``
+    (``stemdae chain fit``) gives a :class:`stemdae.chain.predictor.ChainPredictor`
+    (CPU only), which the render core plays through pedalboard.
 
     Raises
     ------
     ModelError
         Missing, unreadable, old or not a stemdae model (message on one line).
+    ConfigError
+        Unknown ``engine``, or ``engine="numpy"`` with bf16 or a GPU.
     """
-    key = (str(source), device)
+    if engine not in ENGINES:
+        raise ConfigError(f"engine: expected one of {ENGINES}, found {engine!r}")
+    if engine == "numpy" and (device != "cpu" or precision != "fp32"):
+        raise ConfigError(f"engine numpy runs fp32 on the CPU only, not {precision} on {device}")
+    use_numpy = engine == "numpy" or (engine == "auto" and device == "cpu" and precision == "fp32")
+    key = (str(source), device, "numpy" if use_numpy else "torch")
     if key not in _PREDICTORS:
-        from stemdae.predictor import read_model_file
-
         path = model_file(source, params, paths)
         if path.name == CHAIN_FILE:
-            from stemdae.chain.predictor import read_chain_file as read_model_file  # noqa: F811
+            from stemdae.chain.predictor import read_chain_file as read
+        elif use_numpy:
+            from stemdae.inference.npmodel import read_numpy_model as read
+        else:
+            from stemdae.predictor import read_model_file as read
         try:
-            pred = read_model_file(path)
+            pred = read(path)
         except StemdaeError as err:
             raise ModelError(" ".join(str(err).split())) from None
         _PREDICTORS[key] = pred.to(resolve_device(device)) if device != "cpu" else pred

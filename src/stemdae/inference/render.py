@@ -12,14 +12,21 @@ What one recording goes through (the front end is the model's own
    segments' function — gives the gain that puts it at ``target_lufs`` with
    its peak at most ``peak_ceiling_dbfs``. A training segment therefore gets
    exactly the gain it got in training (about 0 dB).
-2. **pass 2** (streamed, per output channel): gain -> soxr HQ to the model's
-   rate -> STFT -> the model -> the raw phase (or Griffin-Lim) -> overlap-add
-   (:class:`stemdae.dsp.stream.FrameProcessor`) -> soxr HQ back -> the sink.
-   Every channel gets the same gain (the stereo image is kept). A chain model
-   (``stemdae.chain.predictor``) replaces STFT -> model -> overlap-add by its
-   pedalboard, streamed. The channels
-   run in parallel threads (``Settings.threads``), the next block is read
-   meanwhile; the output is the same bit for bit as one thread's.
+2. **pass 2** (streamed, all channels at once): gain -> soxr HQ to the
+   model's rate -> STFT of every channel -> the model, **once**, on the
+   magnitudes of the channels' mean spectrum (the front end's mono rule,
+   taken in the spectral domain) -> that mid's per-bin gain ``out / |mid|``
+   applied to every channel's spectrum, each keeping its own phase (or
+   Griffin-Lim) -> overlap-add (:class:`stemdae.dsp.stream.FrameProcessor`)
+   -> soxr HQ back -> the sink. This *linked* rendering keeps the stereo
+   image exactly (a source panned anywhere stays where it was) and feeds the
+   model the level it was trained at (where the channels cancel in the mid,
+   the gain is referred to ``LINK_FLOOR`` times their RMS magnitude); it was chosen over processing each
+   channel on its own and over mid/side by measurement on validation songs
+   (``benchmarks/bench_stereo.py``, BENCHMARKS.md "Stereo rendering"). A mono
+   input is the one-channel case: the model sees exactly its magnitudes. A
+   chain model (``stemdae.chain.predictor``) replaces STFT -> model ->
+   overlap-add by its pedalboard, per channel.
 3. ``restore_loudness`` undoes the input gain on the output (the output then
    sits at the input's level instead of the model's ``target_lufs`` level).
 
@@ -32,7 +39,6 @@ import ctypes
 import functools
 import logging
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -47,6 +53,7 @@ from stemdae.dsp.stft import hann
 from stemdae.dsp.stream import FrameProcessor, griffin_lim_frames, unit_phasor, with_raw_phase
 from stemdae.errors import AudioError, ConfigError, ModelError
 from stemdae.frontend import FrontEnd
+from stemdae.modelrecord import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,7 @@ Phase = Literal["raw", "griffinlim"]
 Channels = Literal["same", "mono", "stereo"]
 PHASES: tuple[str, ...] = ("raw", "griffinlim")
 CHANNELS: tuple[str, ...] = ("same", "mono", "stereo")
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")  # as stemdae.predictor.PRECISIONS (render does not import torch)
+LINK_FLOOR = 0.1  # linked stereo: the gain's denominator is at least this times the channels' RMS magnitude
 SEARCH_HOP_S = 0.01  # frame of the loudest-window search, as pairs.SEARCH_HOP_S
 
 
@@ -70,8 +77,7 @@ class Settings:
     channels: Channels = "same"
     block_frames: int = 1024
     gl_iters: int = 32
-    threads: int = 0  # channels rendered in parallel threads; 0: as many as the CPUs this process may use
-    precision: str = "fp32"  # the network's arithmetic (stemdae.predictor.PRECISIONS); evaluation uses fp32
+    precision: str = "fp32"  # the network's arithmetic (stemdae.modelrecord.PRECISIONS); evaluation uses fp32
 
 
 def settings_for(predictor: Any, *, restore_loudness: bool = False, phase: str = "raw", channels: str = "same",
@@ -184,102 +190,96 @@ def loudness_gain_db(src: Source, fe: FrontEnd) -> tuple[float, float, int, int]
 
 
 class _Exact:
-    """Cuts a stream to exactly ``n`` samples (pads with zeros at the end)."""
+    """Cuts a ``(channels, samples)`` stream to exactly ``n`` samples (pads with zeros at the end)."""
 
-    def __init__(self, n: int) -> None:
-        self.n, self.done = n, 0
+    def __init__(self, n: int, channels: int) -> None:
+        self.n, self.channels, self.done = n, channels, 0
 
     def take(self, y: np.ndarray) -> np.ndarray:
-        y = y[: max(self.n - self.done, 0)]
-        self.done += y.size
+        y = y[:, : max(self.n - self.done, 0)]
+        self.done += y.shape[1]
         return y
 
     def rest(self) -> np.ndarray:
-        return np.zeros(max(self.n - self.done, 0), np.float32)
+        return np.zeros((self.channels, max(self.n - self.done, 0)), np.float32)
 
 
 Tap = Callable[[int, np.ndarray, np.ndarray], None]
 
 
-def _transform(predictor: Any, st: Settings, channel: int, tap: Tap | None):
+def _transform(predictor: Any, st: Settings, tap: Tap | None):
+    """The linked rendering of a block of frames (module docstring, step 2): one model call for all channels."""
     window = hann(st.frontend.n_fft).astype(np.float32)
 
     def transform(mag: np.ndarray, spec: np.ndarray) -> np.ndarray:
-        mag = np.ascontiguousarray(mag, dtype=np.float32)
-        out = predictor.predict_magnitude(mag, precision=st.precision)
+        if spec.shape[0] == 1:  # mono: the model sees exactly the input's magnitudes
+            mid_mag = ref = np.ascontiguousarray(mag[0], dtype=np.float32)
+        else:  # the front end's mono rule (the channels' mean) in the spectral domain: the STFT is linear
+            mid_mag = np.abs(spec.mean(axis=0)).astype(np.float32)
+            # where the channels cancel in the mid (out-of-phase content, > 20 dB below their RMS), refer the
+            # gain to a tenth of that RMS instead, so that out / |mid| stays bounded
+            ref = np.maximum(mid_mag, LINK_FLOOR * np.sqrt(np.mean(mag**2, axis=0)))
+        out = predictor.predict_magnitude(mid_mag, precision=st.precision)
         if tap is not None:
-            tap(channel, mag, out)
+            tap(0, mid_mag, out)
+        y = with_raw_phase(out, ref, spec)  # the mid's per-bin gain on every channel, each on its own phase
         if st.phase == "griffinlim":
-            phasor = griffin_lim_frames(out, unit_phasor(mag, spec), window=window, hop=st.frontend.hop,
-                                        n_iter=st.gl_iters)
-            return out * phasor
-        return with_raw_phase(out, mag, spec)
+            for c in range(y.shape[0]):
+                target = np.abs(y[c])
+                y[c] = target * griffin_lim_frames(target, unit_phasor(mag[c], spec[c]), window=window,
+                                                   hop=st.frontend.hop, n_iter=st.gl_iters)
+        return y
 
     return transform
 
 
-class _Chain:
-    """One channel's pass 2: resample in -> FrameProcessor -> resample out, cut to exactly ``n``."""
+class _PerChannel:
+    """A chain model's time-domain streams, one per channel, as one ``(channels, samples)`` stream."""
 
-    def __init__(self, predictor: Any, st: Settings, sr: int, n: int, channel: int, tap: Tap | None) -> None:
+    def __init__(self, streams: list[Any]) -> None:
+        self.streams = streams
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        return np.stack([s.push(x[c]) for c, s in enumerate(self.streams)])
+
+    def finish(self) -> np.ndarray:
+        return np.stack([s.finish() for s in self.streams])
+
+
+class _Chain:
+    """Pass 2 of all channels: resample in -> FrameProcessor -> resample out, cut to exactly ``n``."""
+
+    def __init__(self, predictor: Any, st: Settings, sr: int, n: int, channels: int, tap: Tap | None) -> None:
         fe = st.frontend
-        self.rs_in, self.rs_out = Resampler(sr, fe.sr), Resampler(fe.sr, sr)
-        self.mid, self.out = _Exact(resampled_length(n, sr, fe.sr)), _Exact(n)
+        self.channels = channels
+        self.rs_in = Resampler(sr, fe.sr, channels=channels)
+        self.rs_out = Resampler(fe.sr, sr, channels=channels)
+        self.mid, self.out = _Exact(resampled_length(n, sr, fe.sr), channels), _Exact(n, channels)
         stream = getattr(predictor, "stream", None)  # a chain model: its own time-domain stream (chain/predictor.py)
-        self.fp = stream(channel) if stream is not None else FrameProcessor(
-            _transform(predictor, st, channel, tap), n_fft=fe.n_fft, hop=fe.hop, block_frames=st.block_frames)
+        self.fp = _PerChannel([stream(c) for c in range(channels)]) if stream is not None else FrameProcessor(
+            _transform(predictor, st, tap), n_fft=fe.n_fft, hop=fe.hop, block_frames=st.block_frames,
+            channels=channels)
 
     def push(self, x: np.ndarray) -> np.ndarray:
         return self.out.take(self.rs_out.push(self.fp.push(self.mid.take(self.rs_in.push(x)))))
 
     def finish(self) -> np.ndarray:
-        tail = self.mid.take(self.rs_in.push(np.zeros(0, np.float32), last=True))
-        y = self.fp.push(np.concatenate([tail, self.mid.take(self.mid.rest())]))
-        y = self.out.take(self.rs_out.push(np.concatenate([y, self.fp.finish()]), last=True))
-        return np.concatenate([y, self.out.take(self.out.rest())])
+        tail = self.mid.take(self.rs_in.push(np.zeros((self.channels, 0), np.float32), last=True))
+        y = self.fp.push(np.concatenate([tail, self.mid.take(self.mid.rest())], axis=1))
+        y = self.out.take(self.rs_out.push(np.concatenate([y, self.fp.finish()], axis=1), last=True))
+        return np.concatenate([y, self.out.take(self.out.rest())], axis=1)
 
 
-def _layout(channels: str, n_in: int, name: str) -> tuple[int, Callable[[np.ndarray, int], np.ndarray]]:
-    """Output channel count and ``pick(block (samples, channels), c) -> (samples,)``."""
+def _layout(channels: str, n_in: int, name: str) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
+    """Output channel count and ``pick(block (samples, channels)) -> (channels out, samples)``."""
     if channels == "mono" or n_in == 1 and channels == "same":
-        return 1, lambda b, c: downmix(b, axis=1)
+        return 1, lambda b: downmix(b, axis=1)[None]
     if channels == "stereo":
         if n_in > 2:
             raise AudioError(f"{name}: --channels stereo takes a mono or stereo input, found {n_in} channels "
                              "(use --channels same or mono)")
-        return 2, lambda b, c: np.ascontiguousarray(b[:, min(c, n_in - 1)])
-    return n_in, lambda b, c: np.ascontiguousarray(b[:, c])
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _run_threaded(src: Source, chains: list[_Chain], pick: Callable[[np.ndarray, int], np.ndarray],
-                  gain: np.float32, emit: Callable[[list[np.ndarray]], None]) -> None:
-    """Pass 2 with one thread per channel, reading block ``k + 1`` while the channels work on block ``k``.
-
-    numpy, scipy.fft, soxr and torch release the GIL in their heavy loops, so
-    the channels run on separate cores; each channel's pushes stay in order
-    (one single-thread executor per chain), and blocks are emitted in order.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    pools = [ThreadPoolExecutor(1, thread_name_prefix=f"stemdae-ch{c}") for c in range(len(chains))]
-    try:
-        pending = None
-        for block in src.blocks():
-            block = block * gain
-            submitted = [pool.submit(ch.push, pick(block, c)) for c, (pool, ch) in enumerate(zip(pools, chains))]
-            if pending is not None:
-                emit([f.result() for f in pending])
-            pending = submitted
-        if pending is not None:
-            emit([f.result() for f in pending])
-        emit([f.result() for f in [pool.submit(ch.finish) for pool, ch in zip(pools, chains)]])
-    finally:
-        for pool in pools:
-            pool.shutdown(wait=True, cancel_futures=True)
+        return 2, lambda b: np.ascontiguousarray(b.T if n_in == 2 else np.repeat(b.T, 2, axis=0))
+    return n_in, lambda b: np.ascontiguousarray(b.T)
 
 
 @functools.cache
@@ -291,6 +291,10 @@ def _fixed_mmap_threshold() -> bool:
     from the heap arenas (one per channel thread), which fragment, so the
     resident size kept growing with the file's length. With a fixed threshold
     each such buffer is its own mapping, returned to the system when freed.
+    Needed with the torch engine only, and it costs CPU (every large
+    temporary is page-faulted in afresh: 0.8 s of system time on a 3-minute
+    stereo file); with the numpy engine the resident size is flat without it
+    (BENCHMARKS.md, "stemdae process"), so :func:`render` fixes it for torch models only.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -311,28 +315,25 @@ def render(src: Source, predictor: Any, st: Settings, sink: Callable[[np.ndarray
     AudioError
         Empty or non-finite input, or a layout the ``channels`` option cannot make.
     """
-    _fixed_mmap_threshold()
+    if getattr(predictor, "engine", "torch") == "torch":
+        _fixed_mmap_threshold()
     gain_db, start_s, n, n_in = loudness_gain_db(src, st.frontend)
     n_out, pick = _layout(st.channels, n_in, src.name)
     gain = np.float32(10 ** (gain_db / 20))
     back = np.float32(10 ** (-gain_db / 20)) if st.restore_loudness else np.float32(1.0)
     info = RenderInfo(n=n, sr=src.sr, channels_in=n_in, channels_out=n_out, gain_db=gain_db,
                       window_start_s=start_s, restore_gain_db=-gain_db if st.restore_loudness else 0.0)
-    chains = [_Chain(predictor, st, src.sr, n, c, tap) for c in range(n_out)]
+    chain = _Chain(predictor, st, src.sr, n, n_out, tap)
 
-    def emit(parts: list[np.ndarray]) -> None:
-        if parts[0].size:
-            y = np.stack(parts, axis=1) * back
+    def emit(y: np.ndarray) -> None:
+        if y.shape[1]:
+            y = np.ascontiguousarray(y.T) * back
             info.peak_out = max(info.peak_out, float(np.max(np.abs(y))))
             sink(y)
 
-    if min(st.threads or _cpus(), n_out) > 1:
-        _run_threaded(src, chains, pick, gain, emit)
-    else:
-        for block in src.blocks():
-            block = block * gain
-            emit([ch.push(pick(block, c)) for c, ch in enumerate(chains)])
-        emit([ch.finish() for ch in chains])
+    for block in src.blocks():
+        emit(chain.push(pick(block * gain)))
+    emit(chain.finish())
     if not math.isfinite(info.peak_out):
         raise ModelError(f"{src.name}: the model produced non-finite output")
     return info
