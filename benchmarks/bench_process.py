@@ -12,7 +12,7 @@
    (the registered champion, resolved from the SQLite store without MLflow) and
    ``python -m stemdae.cli process song.wav --model PROJ/models/vocal -o out.wav``
    (run from a folder without params.yaml). The input is stereo, so the output is too.
-3. Peak RSS (``ru_maxrss`` of the child, from ``os.wait4``) of the ``--group``
+3. Peak RSS (GNU time's ``%M`` of the child) of the ``--group``
    command for files of ``--rss-minutes`` (default 3 and 60 minutes).
 
     python benchmarks/bench_process.py [--minutes 3] [--repeats 5] [--rss-minutes 3 60] [--precision bf16]
@@ -52,16 +52,23 @@ def write_song(path: Path, minutes: float, *, seed: int = 0) -> float:
 
 
 def run_child(argv: list[str]) -> tuple[float, int, float]:
-    """Wall seconds, peak RSS in bytes (``ru_maxrss``) and CPU seconds (user + system) of one child."""
+    """Wall seconds, peak RSS in bytes and CPU seconds (user + system) of one child.
+
+    The peak RSS comes from GNU time (``%M``), not from this process's ``wait4``:
+    Linux keeps a child's ``ru_maxrss`` across ``execve``, so a child forked from
+    this (torch-importing, ~500 MiB) process reported this process's size.
+    """
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(["/usr/bin/time", "-f", "STEMDAE_RSS_KIB %M", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     err = proc.stderr.read().decode(errors="replace")  # drain first: a full pipe would block the child
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    rss = [int(line.split()[1]) for line in err.splitlines() if line.startswith("STEMDAE_RSS_KIB ")]
+    if proc.returncode != 0 or not rss:
         raise RuntimeError(f"{argv} failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+    return wall, rss[-1] * 1024, usage.ru_utime + usage.ru_stime
 
 
 def paper_project(root: Path) -> Path:

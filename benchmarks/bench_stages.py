@@ -3,12 +3,22 @@
     python benchmarks/bench_stages.py --songs 12 --seconds 20          # the main command's corpus
     python benchmarks/bench_stages.py --songs 100 --seconds 30 --keep  # paper size (~100 songs)
 
+    python benchmarks/bench_stages.py --songs 100 --seconds 20 --train bass --keep --workdir /tmp/p100
+
 Builds a throwaway project (this checkout's params.yaml, ``corpus.root`` pointing
 at a synthesised corpus), then runs each stage's real command
 (``stemdae demo-corpus``, ``pairs``, ``segments``, ``augment``, ``features``,
 ``table1``) in a fresh process under ``/usr/bin/time``, which reports the
 child's wall time and peak resident set size. Prints a markdown table and a
-JSON line (``--json`` writes it to a file too), plus the sizes on disk.
+JSON line (``--json`` writes it to a file too), plus the sizes on disk and the
+figures per augmented training segment (bytes of ``work/``, stage time from
+``pairs`` to ``features``) that issue 15 sets targets for.
+
+``--train GROUP`` then trains that group at paper size: ``training.profile:
+paper`` (linear magnitudes, fp32, batch 512, every frame of the cache each
+epoch) with **one** epoch per greedy phase and one fine-tuning epoch, on the
+CPU, and reports the wall time per phase from the training log.
+``--dtype float16`` stores the feature caches in float16.
 """
 
 from __future__ import annotations
@@ -43,6 +53,20 @@ def du_mib(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
 
 
+def augmented_training_segments(table1: dict) -> int:
+    """Augmented training segments of all groups, from the table1 stage's report."""
+    return int(sum(g["augmented"] for g in table1["groups"].values()))
+
+
+def train_paper_epoch(stemdae: list[str], root: Path, group: str) -> dict:
+    """``stemdae train --group GROUP`` under the paper profile, 1 epoch per phase: wall time, RSS, frames/s."""
+    r = timed([*stemdae[:-1], "--params", "params.yaml", "--root", str(root), "train", "--group", group], root)
+    metrics = json.loads((root / "reports" / "train" / group / "metrics.json").read_text())
+    r.update({k: metrics.get(k) for k in ("train_frames", "val_frames", "elapsed_s", "frames_per_s", "epochs")})
+    print(f"train {group}: {r}", file=sys.stderr, flush=True)
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--songs", type=int, default=12)
@@ -51,30 +75,51 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     ap.add_argument("--keep", action="store_true", help="keep the project folder")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--dtype", choices=("float32", "float16"), default=None, help="features.dtype (default: params.yaml)")
+    ap.add_argument("--train", default=None, metavar="GROUP", help="then one paper-size epoch per phase of GROUP")
     args = ap.parse_args()
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="stemdae-bench-stages-"))
     root.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["corpus"]["root"] = "data"
+    if args.dtype:
+        params["features"]["dtype"] = args.dtype
+    params["training"].update(profile="paper", accelerator="cpu")
+    params["training"]["profiles"]["paper"].update(pretrain_epochs=1, finetune_epochs=1)
+    params["tracking"]["log_audio"] = False
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stemdae = [sys.executable, "-m", "stemdae.cli", "-q"]
     results: dict[str, dict[str, float]] = {}
     try:
-        results["demo-corpus"] = timed([*stemdae, "demo-corpus", str(root / "data"), "--songs", str(args.songs),
-                                        "--seconds", str(args.seconds), "--seed", str(args.seed)], root)
+        if not (root / "data").is_dir():  # a kept project: the corpus is reused
+            results["demo-corpus"] = timed([*stemdae, "demo-corpus", str(root / "data"), "--songs",
+                                            str(args.songs), "--seconds", str(args.seconds), "--seed",
+                                            str(args.seed)], root)
         for stage in STAGES:
             results[stage] = timed([*stemdae, "--params", "params.yaml", "--root", str(root), stage], root)
             print(f"{stage}: {results[stage]}", file=sys.stderr, flush=True)
         pairs = json.loads((root / "reports" / "pairs.json").read_text())
-        sizes = {"data_mib": du_mib(root / "data"), "segments_mib": du_mib(root / "work" / "segments"),
+        sizes = {"data_mib": du_mib(root / "data"), "work_mib": du_mib(root / "work"),
+                 "segments_mib": du_mib(root / "work" / "segments"),
                  "augmented_mib": du_mib(root / "work" / "augmented"),
                  "features_mib": du_mib(root / "work" / "features")}
+        table1 = json.loads((root / "reports" / "table1.json").read_text())
+        n_aug = augmented_training_segments(table1)
+        stage_s = sum(results[s]["wall_s"] for s in ("pairs", "segments", "augment", "features"))
+        per_segment = {"augmented_training_segments": n_aug,
+                       "work_mb_per_segment": round(sizes["work_mib"] * 2**20 / 1e6 / n_aug, 3),
+                       "stage_ms_per_segment": round(1000 * stage_s / n_aug, 1),
+                       "peak_rss_mib": max(r["peak_rss_mib"] for r in results.values())}
         out = {"songs": args.songs, "seconds": args.seconds, "cpus": os.cpu_count(), "pairs": pairs,
-               "stages": results, "sizes": sizes}
+               "stages": results, "sizes": sizes, "per_segment": per_segment,
+               "dtype": params["features"]["dtype"]}
+        if args.train:
+            out["train"] = train_paper_epoch(stemdae, root, args.train)
         print("| stage | wall (s) | peak RSS (MiB) |\n|---|---|---|")
         for name, r in results.items():
             print(f"| {name} | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} |")
+        print(per_segment)
         print(json.dumps(out))
         if args.json:
             args.json.write_text(json.dumps(out, indent=1))

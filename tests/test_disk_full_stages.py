@@ -1,5 +1,5 @@
-"""A full or read-only disk under the model folder, the figures, augment and features: one line naming the
-file (features: the folder, checked before writing), and nothing already computed is lost (a rerun after
+"""A full or read-only disk under the model folder, the figures, segments, augment and features: one line naming
+the file (segments and features: the folder, checked before writing), and nothing already computed is lost (a rerun after
 freeing space continues; features' per-pair resume is tested in test_lean_caches.py).
 
 Each test mounts its own small tmpfs (the ``mounts`` fixture, conftest.py; CI runs as root).
@@ -67,6 +67,22 @@ def _project(root: Path) -> Path:
 
 def _mtimes(d: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in d.rglob("*.npy")}
+
+
+def test_segments_checks_the_space_first_then_resumes(tmp_path, mounts):
+    """segments refuses before cutting anything when its segments cannot fit; after space is freed it runs."""
+    corpus(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"corpus": {"root": "data"},
+                                                          "segments": {"window_s": 1.0, "sr": 8000}}))
+    assert stemdae(tmp_path, "pairs").returncode == 0
+    out = mounts(tmp_path / "work" / "segments", "64k")  # every pair is 64 kB of float32 (2 x 8000 samples)
+    line = _one_line_error(stemdae(tmp_path, "segments"))
+    assert "work/segments: no space left on device: need" in line and ", have " in line, line
+    assert not list(out.glob("*.npy"))  # refused up front: nothing half-done
+    subprocess.run(["mount", "-o", "remount,size=50m", str(out)], check=True)
+    proc = stemdae(tmp_path, "segments")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(out.glob("*.npy"))) >= 2
 
 
 def test_augment_writes_only_the_plan_on_a_small_disk(tmp_path, mounts):

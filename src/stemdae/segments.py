@@ -17,6 +17,10 @@ kept without recomputation, so a run that stopped part-way (e.g. a strict
 error on one song) resumes where it was. ``.npy`` files of pairs no longer in
 pairs.csv (or now skipped) are removed. All writes are atomic.
 
+Before cutting, the bytes still to write are checked against the free space
+of ``work/segments`` (one line naming the folder, the bytes needed and free);
+after space is freed a rerun continues with what is already there.
+
 Bad audio (missing, corrupt, truncated, NaN/Inf, silent, a sample rate other
 than pairs.csv recorded) skips the pair with the file and reason, or is an
 error when ``corpus.strict``. Pairs run in worker processes, one per core;
@@ -43,6 +47,7 @@ from stemdae.errors import AudioError, CacheError, StemdaeError, WriteError
 from stemdae.io import audio_info, npy_header, read_csv, read_window, save_npy_atomic, write_csv, write_json, write_text
 from stemdae.summary import Summary
 from stemdae.workers import worker_pool
+from stemdae.writeguard import check_space
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +268,8 @@ def run(params: Params, paths: Paths, *, jobs: int | None = None) -> Summary:
     journal = _read_journal(journal_path)
     done = {t.pair_id: journal[t.pair_id]["values"] for t in tasks if _is_kept(t, journal.get(t.pair_id))}
     todo = [t for t in tasks if t.pair_id not in done]
+    # before any work: the segments still to write must fit (one line naming the folder, bytes needed and free)
+    check_space(out_dir, sum(2 * t.n_samples * 4 + 128 for t in todo))
     kept, failures = len(done), {}
     with journal_path.open("a", encoding="utf-8") as jf:
         for task, values, error in _progress(_results(todo, jobs or os.cpu_count() or 1), len(todo)):
