@@ -40,7 +40,8 @@ def test_chain_fit_then_show(tmp_path, capsys):
     argv = ["--params", params, "--root", str(tmp_path), "chain"]
     assert main(argv + ["fit", "--group", "bass", "--steps", "3", "--crop-s", "0.5", "--batch", "2", "--bells", "1", "--no-reverb", "--no-mlflow"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["pairs"] == 2 and summary["steps"] == 3  # the test pair is not trained on
+    # neither the test pair nor the validation song (the DAE's draw: training.val_fraction, training.seed)
+    assert summary["pairs"] == 1 and summary["steps"] == 3 and len(summary["validation_songs"]) == 1
     model_dir = tmp_path / "models" / "chain" / "bass"
     blob = torch.load(model_dir / "chain.pt", weights_only=True)
     assert blob["format"] == "stemdae-chain/1" and blob["group"] == "bass"

@@ -22,9 +22,14 @@ def test_chain_stages_are_a_foreach_outside_the_main_targets():
     assert chain["do"]["outs"] == ["models/chain/${key}"] and "chain" in chain["do"]["params"]
     assert "src/stemdae/chain/fit.py" in chain["do"]["deps"] and "work/segments" in chain["do"]["deps"]
     # nothing the main command reproduces depends on a chain: `dvc repro evaluate table1` never fits one
-    assert "chain" not in MAIN_TARGETS
+    assert "chain" not in MAIN_TARGETS and "chain_evaluate" not in MAIN_TARGETS
+    # chain_evaluate (the chains beside the DAE) is the one stage downstream of the chains; nothing depends on it
+    assert {f"models/chain/{g}" for g in ("bass", "guitar", "vocal", "keys")} <= set(stages["chain_evaluate"]["deps"])
     for name, spec in stages.items():
         deps = spec.get("do", spec).get("deps", [])
+        assert not [d for d in deps if str(d).startswith("reports/chain")], name
+        if name == "chain_evaluate":
+            continue
         assert not [d for d in deps if str(d).startswith("models/chain")], name
         # nor a folder that holds the chains (DVC would make chain@* upstream of it)
         assert not [d for d in deps if "models/chain/bass".startswith(str(d).rstrip("/") + "/")], (name, deps)

@@ -124,7 +124,7 @@ def _tables(summary: dict[str, Any], metric: str, what: str) -> list[str]:
                 cells.append("n/a")
                 continue
             cells.append(f"{c['ratio']:.3f} [{c.get('ratio_low', float('nan')):.2f}, {c.get('ratio_high', float('nan')):.2f}],"
-                         f" p={c['p_value']:.3g}, r={c['rank_biserial']:.2f}, wins {c['wins']}/{c['n']}")
+                         f" p={c['p_value']:.3g}, r={c['rank_biserial']:.2f}, wins {c['wins']:g}/{c['n']:g}")
             if c["ratio"] >= 1 or c["p_value"] >= 0.05:
                 lost.append(f"{group} vs {b} (ratio {c['ratio']:.3f}, p={c['p_value']:.3g})")
         sp = g.get("seed_spread", {})

@@ -2,8 +2,8 @@
 
 A stage ``cmd: stemdae <command> ...`` runs ``cli.py`` (and so the package's
 ``__init__.py``), then the ``cmd_<command>`` function, which imports its stage
-module lazily (a command group without one, ``stemdae chain fit``: all of
-``stemdae/<command>/commands.py``). The stage depends on the *import closure* of all of that inside
+module lazily (a command group without one, ``stemdae chain fit``: the module
+level, ``add_parser`` and ``cmd_fit`` of ``stemdae/<command>/commands.py``). The stage depends on the *import closure* of all of that inside
 ``src/stemdae``: every ``import`` / ``from ... import`` statement, at module
 level or inside functions (lazy imports), relative imports resolved, and every
 parent package's ``__init__.py``. Two kinds of imports are not followed, as
@@ -178,18 +178,31 @@ class Entries:
 
     full: frozenset[str]
     partial: dict[str, frozenset[str]]
+    opaque: frozenset[str] = frozenset()  # included, but their imports are already listed in ``full``
 
 
-def command_entries(src: Path, command: str) -> Entries:
-    """``cli`` itself; its module level and ``cmd_<command>`` (and what it calls) in full; ``main``'s path partly."""
+def command_entries(src: Path, command: str, sub: str | None = None) -> Entries:
+    """``cli`` itself; its module level and ``cmd_<command>`` (and what it calls) in full; ``main``'s path partly.
+
+    A command group (``stemdae chain fit``: no ``cmd_chain`` in cli.py) runs its
+    ``<command>/commands.py``: its module level, ``add_parser`` and ``cmd_<sub>``
+    (and what they call) count, not the other subcommands' functions.
+    """
     cli = f"{PACKAGE}.cli"
     tree = _parse(src, cli)
     func = f"cmd_{command.replace('-', '_')}"
     group = f"{PACKAGE}.{command.replace('-', '_')}.commands"  # `stemdae chain fit`: a command group's module
+    opaque = {cli}
     if func in _functions(tree):
         full = {cli} | _imports_in(src, cli, _reached(tree, [func]))
     elif module_file(src, group) is not None:
-        full = {cli, group}
+        gtree = _parse(src, group)
+        sub_func = f"cmd_{(sub or '').replace('-', '_')}"
+        if sub_func in _functions(gtree):
+            full = {cli, group} | _imports_in(src, group, _reached(gtree, [sub_func, "add_parser"]))
+            opaque.add(group)
+        else:
+            full = {cli, group}
     else:
         raise ConfigError(f"dvc.yaml: `stemdae {command}` has no {func}() in {module_file(src, cli)} "
                           f"and no {group} module")
@@ -207,13 +220,13 @@ def command_entries(src: Path, command: str) -> Entries:
                     partial.setdefault(base, set()).add(name)
                 else:
                     full |= _imports_in(src, cli, [ast.ImportFrom(module=base, names=[ast.alias(name)], level=0)])
-    return Entries(frozenset(full), {m: frozenset(n) for m, n in partial.items()})
+    return Entries(frozenset(full), {m: frozenset(n) for m, n in partial.items()}, frozenset(opaque))
 
 
-def command_closure(src: Path, command: str) -> set[str]:
-    """Every package module ``stemdae <command>`` can import (see the module docstring)."""
-    entries = command_entries(src, command)
-    opaque = frozenset({f"{PACKAGE}.cli"})
+def command_closure(src: Path, command: str, sub: str | None = None) -> set[str]:
+    """Every package module ``stemdae <command> [<sub>]`` can import (see the module docstring)."""
+    entries = command_entries(src, command, sub)
+    opaque = entries.opaque | {f"{PACKAGE}.cli"}
     mods = closure(src, set(entries.full), opaque=opaque)
     for module, funcs in sorted(entries.partial.items()):
         if module not in mods:
@@ -224,6 +237,11 @@ def command_closure(src: Path, command: str) -> set[str]:
 
 def stage_command(stage: str, cmd: str) -> str:
     """The ``stemdae`` subcommand of a stage's ``cmd`` (global options skipped)."""
+    return stage_argv(stage, cmd)[0]
+
+
+def stage_argv(stage: str, cmd: str) -> list[str]:
+    """The ``stemdae`` subcommand of a stage's ``cmd`` and the tokens after it (global options skipped)."""
     tokens = shlex.split(cmd.replace("${", "{"))
     if not tokens or Path(tokens[0]).name != PACKAGE:
         raise ConfigError(f"dvc.yaml: stage {stage}: cmd {cmd!r} is not `stemdae <command>`; "
@@ -233,7 +251,7 @@ def stage_command(stage: str, cmd: str) -> str:
         i += 2 if tokens[i] in _GLOBAL_VALUED else 1
     if i >= len(tokens):
         raise ConfigError(f"dvc.yaml: stage {stage}: cmd {cmd!r} names no command")
-    return tokens[i]
+    return tokens[i:]
 
 
 # --------------------------------------------------------------------- dvc.yaml
@@ -286,7 +304,9 @@ def derive(root: Path) -> list[StageDeps]:
     for stage, spec in load_stages(root / "dvc.yaml").items():
         body = _stage_body(spec)
         deps = [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps") or []]
-        mods = command_closure(src, stage_command(stage, str(body.get("cmd", ""))))
+        argv = stage_argv(stage, str(body.get("cmd", "")))
+        sub = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else None
+        mods = command_closure(src, argv[0], sub)
         expected = sorted(_rel(root, module_file(src, m)) for m in mods)
         out.append(StageDeps(stage, tuple(d for d in deps if _is_code_dep(d)), tuple(expected)))
     return out

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stemdae import baselines, chaincheck
+from stemdae import baselines, chaincheck, plots
 from stemdae.config import Params, Paths
 from stemdae.dsp import metrics as M
 from stemdae.dsp.stft import istft, magnitude_phase
 from stemdae.errors import ModelError, StemdaeError
 from stemdae.io import write_text
 from stemdae.summary import Summary
+from stemdae.writeguard import writing
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +129,14 @@ def _outputs(raw_mag: np.ndarray, stem_mag: np.ndarray, predictor: Any, eq: base
 
 
 def _segment_metrics(out_mag: np.ndarray, stem_mag: np.ndarray, raw_phase: np.ndarray, stem_phase: np.ndarray,
-                     stem_wave: np.ndarray, stem_feats: dict[str, float], params: Params) -> tuple[dict, np.ndarray]:
+                     stem_wave: np.ndarray, stem_feats: dict[str, float], params: Params,
+                     wave: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """Every metric of one method on one segment; ``wave``: the method's own waveform (a time-domain
+    model such as the chain), else ``out_mag`` on the raw's phase."""
     f, ev, sr = params.features, params.evaluation, params.segments.sr
     n = stem_wave.size
-    wave = istft(out_mag.T, raw_phase.T, n_fft=f.n_fft, hop=f.hop, length=n)
+    if wave is None:
+        wave = istft(out_mag.T, raw_phase.T, n_fft=f.n_fft, hop=f.hop, length=n)
     oracle = istft(out_mag.T, stem_phase.T, n_fft=f.n_fft, hop=f.hop, length=n)
     m = {
         "spectral_mae": M.spectral_mae(out_mag, stem_mag),
@@ -145,8 +151,12 @@ def _segment_metrics(out_mag: np.ndarray, stem_mag: np.ndarray, raw_phase: np.nd
     return m, wave
 
 
+#: A time-domain method evaluated beside the DAE: the raw segment's waveform -> the output waveform (same length).
+WaveMethod = Callable[[np.ndarray], np.ndarray]
+
+
 def _evaluate_segment(res: GroupResult, row: pd.Series, cache: Any, predictor: Any, chain: list | None,
-                      params: Params, paths: Paths) -> None:
+                      params: Params, paths: Paths, extra: dict[str, WaveMethod] | None = None) -> None:
     f, sr = params.features, params.segments.sr
     pid = str(row["pair_id"])
     seg_path = paths.segments_dir / f"{pid}.npy"
@@ -177,6 +187,13 @@ def _evaluate_segment(res: GroupResult, row: pd.Series, cache: Any, predictor: A
     except Exception as err:  # a model that fails on one input must not hide the baselines
         res.messages.append(f"{pid}: the DAE failed ({type(err).__name__}: {err}); DAE skipped for this pair")
         outs = _outputs(raw_mag, stem_mag, None, res.eq, sr=sr, n_fft=f.n_fft)
+    waves: dict[str, np.ndarray] = {}
+    for method, fn in (extra or {}).items():  # e.g. the chain model, rendered on the raw's waveform
+        try:
+            waves[method] = np.asarray(fn(raw_wave), np.float32).reshape(-1)[:raw_wave.size]
+            outs[method] = magnitude_phase(waves[method], n_fft=f.n_fft, hop=f.hop)[0].T
+        except Exception as err:  # one failing method must not hide the others
+            res.messages.append(f"{pid}: {method} failed ({type(err).__name__}: {err}); skipped for this pair")
     if len(res.examples) < params.evaluation.n_examples:
         res.examples.append({"pair_id": pid, "raw": raw_mag, "stem": stem_mag,
                              **{m: o for m, o in outs.items() if m in ("dae", "static_eq_gain")}})
@@ -188,7 +205,8 @@ def _evaluate_segment(res: GroupResult, row: pd.Series, cache: Any, predictor: A
             if method == "dae":
                 res.dae_nonfinite += 1
             continue
-        m, wave = _segment_metrics(out, stem_mag, raw_phase, stem_phase, stem_wave, stem_feats, params)
+        m, wave = _segment_metrics(out, stem_mag, raw_phase, stem_phase, stem_wave, stem_feats, params,
+                                   waves.get(method))
         res.rows.append({"group": res.group, "pair_id": pid, "song": str(row["song"]),
                          "instrument": str(row["instrument"]), "method": method, **m})
         res.per_bin_sum[method] = res.per_bin_sum.get(method, 0) + np.abs(out - stem_mag).sum(axis=0)
@@ -202,9 +220,13 @@ def _evaluate_segment(res: GroupResult, row: pd.Series, cache: Any, predictor: A
 # ------------------------------------------------------------------ one group
 
 
-def evaluate_group(group: str, params: Params, paths: Paths, *, model_dir: Path | None = None) -> GroupResult:
+def evaluate_group(group: str, params: Params, paths: Paths, *, model_dir: Path | None = None,
+                   extra: dict[str, WaveMethod] | None = None) -> GroupResult:
     """Evaluate one group's DAE (``model_dir``, default ``models/<group>``) and the baselines on its
-    test segments, and on its validation songs; never raises for bad input."""
+    test segments, and on its validation songs; never raises for bad input.
+
+    ``extra``: more methods, each a function of the raw segment's waveform (``stemdae chain evaluate``
+    puts the chain models here), scored with the same metrics on the same segments."""
     res = GroupResult(group)
     test_dir = paths.features_group("test", group)
     try:
@@ -241,7 +263,7 @@ def evaluate_group(group: str, params: Params, paths: Paths, *, model_dir: Path 
         vindex = tcache.index[tcache.index["song"].astype(str).isin(res.validation_songs)
                               & (tcache.index["shift_cents"].astype(float) == 0)]
         for _, row in vindex.iterrows():
-            _evaluate_segment(res.validation, row, tcache, predictor, None, params, paths)
+            _evaluate_segment(res.validation, row, tcache, predictor, None, params, paths, extra)
         res.validation.examples.clear()
     meta = _pair_meta(paths)
     corpus_root = paths.corpus_root(params.corpus)
@@ -252,7 +274,7 @@ def evaluate_group(group: str, params: Params, paths: Paths, *, model_dir: Path 
             chains_by_song[song] = chaincheck.load_chains(corpus_root, song)
         stem_id = meta["stem_id"].get(str(row["pair_id"])) if "stem_id" in meta else None
         chain = chaincheck.chain_for_stem(chains_by_song[song], stem_id) if stem_id is not None else None
-        _evaluate_segment(res, row, cache, predictor, chain, params, paths)
+        _evaluate_segment(res, row, cache, predictor, chain, params, paths, extra)
     if res.dae_nonfinite:
         res.messages.append(f"the DAE gave non-finite output on {res.dae_nonfinite} segment(s): "
                             "not eligible for champion")
@@ -560,10 +582,11 @@ def _figures(results: list[GroupResult], per_bin: pd.DataFrame, params: Params, 
         ax.legend(fontsize=7)
     fig.tight_layout()
     written.append(fig_dir / "per_bin_error.png")
-    fig.savefig(written[-1], dpi=110)
+    plots.save(fig, written[-1], dpi=110)  # a full disk: one line naming the figure, none half-written
     plt.close(fig)
     if long:
-        pd.concat(long).to_csv(fig_dir / "per_bin_error_by_group.csv", index=False)
+        with writing(fig_dir / "per_bin_error_by_group.csv"):
+            pd.concat(long).to_csv(fig_dir / "per_bin_error_by_group.csv", index=False)
         written.append(fig_dir / "per_bin_error_by_group.csv")
     metric = params.evaluation.champion_metric
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -580,7 +603,7 @@ def _figures(results: list[GroupResult], per_bin: pd.DataFrame, params: Params, 
     ax.legend(fontsize=7)
     fig.tight_layout()
     written.append(fig_dir / "dae_vs_baselines.png")
-    fig.savefig(written[-1], dpi=110)
+    plots.save(fig, written[-1], dpi=110)  # a full disk: one line naming the figure, none half-written
     plt.close(fig)
     for r in done:
         for ex in r.examples:
@@ -602,7 +625,7 @@ def _example_figure(plt: Any, ex: dict[str, Any], group: str, params: Params, fi
     fig.suptitle(f"{group}: {ex['pair_id']} (dB re stem peak)")
     fig.tight_layout()
     path = fig_dir / f"example_{group}_{ex['pair_id']}.png"
-    fig.savefig(path, dpi=90)
+    plots.save(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -627,7 +650,8 @@ def run(params: Params, paths: Paths) -> Summary:
     plots_dir, fig_dir = reports / "plots", reports / "figures"
     plots_dir.mkdir(parents=True, exist_ok=True)
     per_bin = per_bin_frame(results, params.segments.sr, params.features.n_fft)
-    per_bin.to_csv(plots_dir / "per_bin_error.csv", index=False)
+    with writing(plots_dir / "per_bin_error.csv"):
+        per_bin.to_csv(plots_dir / "per_bin_error.csv", index=False)
     figures = _figures(results, per_bin, params, fig_dir)
     all_chain = [c for r in results for c in r.chain_records]
     chain_md = chaincheck.markdown(chaincheck.summarize(all_chain), list(METHODS))

@@ -1,4 +1,4 @@
-"""``stemdae chain fit|show``: argparse wiring (called from ``stemdae.cli``; CLI-level code).
+"""``stemdae chain fit|evaluate|show``: argparse wiring (called from ``stemdae.cli``; CLI-level code).
 
 Like ``cli.py``: parses argv, loads ``params.yaml``, prints results; the work is
 in :mod:`group` and :mod:`show`, imported lazily.
@@ -32,7 +32,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "trained_on": TrainedOn.of_corpus(paths.corpus_root(params.corpus), paths.root / "data.dvc").to_dict()}
     summary = fit_group(paths.segments_dir, paths.models_dir, args.group, sr=sr, config=config,
                         steps=pick("steps"), seed=pick("seed"), crop_s=pick("crop_s"), batch=pick("batch"),
-                        lr=pick("lr"), mode=pick("mode"), meta=meta)
+                        lr=pick("lr"), mode=pick("mode"), meta=meta,
+                        exclude_songs=_validation_songs(params, paths, args.group))
     if not args.no_mlflow:
         from stemdae.chain.track import log_chain
 
@@ -41,6 +42,29 @@ def cmd_fit(args: argparse.Namespace) -> int:
         info = log_chain(params, paths, args.group, Path(summary["dir"]), fit_options=fit_options)
         summary["registered"] = f"{info['registered_name']}/{info['registered_version']}" if info["registered_name"] else None
     print(json.dumps(summary))
+    return 0
+
+
+def _validation_songs(params, paths, group: str) -> list[str]:
+    """The DAE's validation draw for ``group`` (``training.val_fraction``, ``training.seed``), left out of the fit."""
+    import pandas as pd
+
+    from stemdae.chain.group import split_songs_of
+    from stemdae.data import split_songs
+
+    t = params.training_for(group)
+    songs = pd.DataFrame({"song": split_songs_of(paths.segments_dir, group)})
+    return split_songs(songs, val_fraction=t.val_fraction, seed=t.seed)[1]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stemdae.chain.evaluation import run
+
+    params, paths = _params_paths(args)
+    metrics = run(params, paths, args.group or None)
+    for group, g in metrics.items():
+        print(f"{group}: chosen {g['chain_mode']['chosen'] or 'none'} ({g['chain_mode']['why']})")
+    print(f"report: {paths.reports_dir / 'chain' / 'evaluation.md'}")
     return 0
 
 
@@ -62,7 +86,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    """Add ``chain fit`` and ``chain show`` to the top-level subparsers."""
+    """Add ``chain fit``, ``chain evaluate`` and ``chain show`` to the top-level subparsers."""
     p = sub.add_parser("chain", help="interpretable chain model: EQ, compressor, saturation, reverb per group")
     chain_sub = p.add_subparsers(dest="chain_command", required=True, metavar="CHAIN_COMMAND")
 
@@ -82,6 +106,11 @@ def add_parser(sub) -> None:
     s.add_argument("--no-mlflow", action="store_true",
                    help="do not log the fit to MLflow nor register it as <prefix><group>-chain")
     s.set_defaults(func=cmd_fit)
+
+    s = chain_sub.add_parser("evaluate", help="score the fitted chains beside the DAE and the baselines "
+                                              "(test songs; mode chosen on validation songs)")
+    s.add_argument("--group", action="append", help="a group (repeatable; default: every group with a chain)")
+    s.set_defaults(func=cmd_evaluate)
 
     s = chain_sub.add_parser("show", help="print a chain's settings in engineer units and plot its curves")
     g = s.add_mutually_exclusive_group(required=True)

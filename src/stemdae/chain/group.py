@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +22,28 @@ from stemdae.errors import CacheError, ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("pair_id", "group", "split")
+MANIFEST_COLUMNS = ("pair_id", "song", "group", "split")
 
 
 def chain_dir(models_dir: Path, group: str) -> Path:
     return Path(models_dir) / "chain" / group
 
 
-def training_pairs(segments_dir: Path, group: str, *, split: str = "train") -> list[np.ndarray]:
-    """The ``(2, n)`` raw/stem segments of ``group`` in ``split``, in manifest order."""
+def split_songs_of(segments_dir: Path, group: str, *, split: str = "train") -> list[str]:
+    """The songs of ``group``'s ``split`` segments (sorted)."""
     manifest = Path(segments_dir) / "manifest.csv"
-    rows = [r for r in io.read_csv(manifest, MANIFEST_COLUMNS) if r["group"] == group and r["split"] == split]
+    return sorted({r["song"] for r in io.read_csv(manifest, MANIFEST_COLUMNS) if r["group"] == group and r["split"] == split})
+
+
+def training_pairs(segments_dir: Path, group: str, *, split: str = "train",
+                   exclude_songs: Collection[str] = ()) -> list[np.ndarray]:
+    """The ``(2, n)`` raw/stem segments of ``group`` in ``split``, in manifest order, but ``exclude_songs``."""
+    manifest = Path(segments_dir) / "manifest.csv"
+    rows = [r for r in io.read_csv(manifest, MANIFEST_COLUMNS)
+            if r["group"] == group and r["split"] == split and r["song"] not in set(exclude_songs)]
     if not rows:
-        raise CacheError(f"{manifest}: no {split} segments of group {group!r}")
+        raise CacheError(f"{manifest}: no {split} segments of group {group!r}"
+                         + (f" outside the {len(exclude_songs)} validation song(s)" if exclude_songs else ""))
     pairs = []
     for row in rows:
         path = Path(segments_dir) / f"{row['pair_id']}.npy"
@@ -49,16 +59,18 @@ def training_pairs(segments_dir: Path, group: str, *, split: str = "train") -> l
 
 def fit_group(segments_dir: Path, models_dir: Path, group: str, *, sr: int, config: ChainConfig,
               steps: int, seed: int, crop_s: float = 2.0, batch: int = 4, lr: float = 0.05,
-              mode: str = "preset", meta: dict | None = None) -> dict:
+              mode: str = "preset", meta: dict | None = None, exclude_songs: Collection[str] = ()) -> dict:
     """Fit the group's preset and write its files; returns a small summary dict.
 
     ``mode="conditional"``: then the encoder too, from the fitted preset (``steps`` more
     steps), saved as ``conditional.pt``; ``chain.pt`` stays the preset (what ``stemdae process`` renders).
     ``meta``: plain data saved in ``chain.pt`` beside the chain (``frontend``, ``trained_on``).
+    ``exclude_songs``: training songs left out of the fit (the validation songs on which
+    ``stemdae chain evaluate`` chooses the mode).
     """
     if mode not in ("preset", "conditional"):
         raise ConfigError(f"chain.mode: expected 'preset' or 'conditional', found {mode!r}")
-    pairs = training_pairs(segments_dir, group)
+    pairs = training_pairs(segments_dir, group, exclude_songs=exclude_songs)
     t0 = time.perf_counter()
     chain = fit_preset(pairs, sr, steps=steps, seed=seed, config=config, crop_s=crop_s, batch=batch, lr=lr)
     seconds = time.perf_counter() - t0
@@ -75,7 +87,7 @@ def fit_group(segments_dir: Path, models_dir: Path, group: str, *, sr: int, conf
     io.write_csv(out / "fit_history.csv", ({"step": i + 1, "loss": v} for i, v in enumerate(chain.fit_history)), ("step", "loss"))
     log.info("chain %s: %d pairs, %d steps in %.1f s, loss %.4f -> %.4f", group, len(pairs), steps, seconds,
              chain.fit_history[0], chain.fit_history[-1])
-    return {"group": group, "pairs": len(pairs), "steps": steps, "seed": seed, "fit_s": round(seconds, 2),
+    return {"group": group, "pairs": len(pairs), "validation_songs": sorted(exclude_songs), "steps": steps, "seed": seed, "fit_s": round(seconds, 2),
             "loss_first": chain.fit_history[0], "loss_last": chain.fit_history[-1], "dir": str(out)}
 
 
