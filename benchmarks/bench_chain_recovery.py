@@ -1,60 +1,136 @@
-"""Chain model on the demo corpus: a fitted preset against the true chains of the group's training songs.
+"""Chain model on the demo corpus: each group's fitted preset against the true chains of its training songs.
 
-The demo corpus stores each stem's true chain in ``<Song>_CHAINS.json``. This prints the EQ
-shape (octave bands 62.5 Hz-8 kHz, each response minus its mean: segments are loudness
-normalised, so overall gain is not comparable) of the fitted preset and of the mean true chain,
-the songs' spread, and the compressor threshold (in segment scale: plus the segment's raw gain,
-relative to the EQ's mean gain) and ratio.
+The demo corpus stores each stem's true chain in ``<Song>_CHAINS.json`` (``corpus/chains.py``). Per
+group this compares, over the songs the chain was fitted on (the training split minus the
+validation songs, as ``stemdae chain fit`` leaves them out):
 
-    stemdae --root ROOT chain fit --group bass     # needs ROOT/work/segments
-    python benchmarks/bench_chain_recovery.py ROOT bass
+- the EQ **shape** (each response minus its mean over the octave bands 62.5 Hz-8 kHz: segments are
+  loudness-normalised, so the overall gain is not comparable) of the fitted preset against the mean
+  of the true chains' shapes, with the songs' own spread (std per band);
+- the compressor's ratio, and its threshold relative to the EQ's mean gain in segment scale
+  (the true threshold plus the segment's raw gain), against the true ones.
+
+Writes one figure per group (true EQ shapes thin, their mean thick, the fit dashed) and a JSON
+with the figures, and prints a markdown table.
+
+    stemdae --root ROOT chain fit --group G                     # every group (or: dvc repro chain)
+    python benchmarks/bench_chain_recovery.py ROOT --out docs/figures [--groups bass guitar vocal keys]
 """
-import csv, json, sys, glob
-import numpy as np, torch
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
 from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
 from stemdae.chain import filters
 from stemdae.chain.group import load_chain
-root = Path(sys.argv[1]); group = sys.argv[2]
-OCT = 1000.0 * 2.0 ** np.arange(-4, 4)
-chain = load_chain(root / "models" / "chain" / group)
-sr = chain.config.sr
-fit_db = chain.eq_response_db(OCT).detach().numpy()
-def true_eq_db(steps):
-    h = np.ones(len(OCT), complex)
-    t = lambda v: torch.tensor(float(v), dtype=torch.float64)
+
+OCT = 1000.0 * 2.0 ** np.arange(-4, 4)  # 62.5 Hz .. 8 kHz
+GRID = np.geomspace(40.0, 16000.0, 200)
+
+
+def true_eq_db(steps: list[dict], freqs: np.ndarray, sr: int) -> np.ndarray:
+    """The EQ part (everything before the compressor) of a true chain, in dB at ``freqs``."""
+    h = np.ones(len(freqs), complex)
+    t = lambda v: torch.tensor(float(v), dtype=torch.float64)  # noqa: E731
     for s in steps:
         k = s["type"]
-        if k == "highpass":
-            b, a = filters.highpass1_coefs(t(s["cutoff_hz"]), sr); bb = [(b, a)] * int(s.get("order", 1))
-        elif k in ("low_shelf", "high_shelf"):
-            bb = [filters.shelf_coefs(t(s["freq_hz"]), t(s["gain_db"]), t(s.get("q", 0.7071)), sr, high=k == "high_shelf")]
-        elif k == "peak":
-            bb = [filters.peak_coefs(t(s["freq_hz"]), t(s["gain_db"]), t(s.get("q", 0.7071)), sr)]
-        elif k == "compressor":
+        if k == "compressor":
             break
+        if k == "highpass":
+            sections = [filters.highpass1_coefs(t(s["cutoff_hz"]), sr)] * int(s.get("order", 1))
+        elif k in ("low_shelf", "high_shelf"):
+            sections = [filters.shelf_coefs(t(s["freq_hz"]), t(s["gain_db"]), t(s.get("q", 0.7071)), sr,
+                                            high=k == "high_shelf")]
+        elif k == "peak":
+            sections = [filters.peak_coefs(t(s["freq_hz"]), t(s["gain_db"]), t(s.get("q", 0.7071)), sr)]
         else:
-            print("  (true step not in EQ model:", k, ")"); continue
-        for b, a in bb:
-            h *= filters.response_at(b, a, OCT, sr).numpy()
+            continue  # not an EQ step (saturation, reverb): not in the EQ curve
+        for b, a in sections:
+            h *= filters.response_at(b, a, freqs, sr).numpy()
     return 20 * np.log10(np.abs(h))
-rows = [r for r in csv.DictReader(open(root / "work/segments/manifest.csv")) if r["group"] == group and r["split"] == "train"]
-shapes, thr, rat = [], [], []
-for r in rows:
-    song, sid = r["song"], r["pair_id"].rsplit("_", 1)[1]
-    entry = json.load(open(root / "data" / song / f"{song}_CHAINS.json"))[sid]
-    steps = entry["chain"]
-    eq = true_eq_db(steps); shapes.append(eq - eq.mean())
-    comp = [s for s in steps if s["type"] == "compressor"]
-    if comp:
-        thr.append(comp[0]["threshold_db"] + float(r["raw_gain_db"]) + eq.mean()); rat.append(comp[0]["ratio"])
-shapes = np.array(shapes); mean_shape = shapes.mean(0)
-fit_shape = fit_db - fit_db.mean()
-print("octave bands Hz      ", OCT.round(1).tolist())
-print("fitted shape dB      ", fit_shape.round(2).tolist())
-print("true mean shape dB   ", mean_shape.round(2).tolist())
-print("|fit - mean| max dB  ", np.abs(fit_shape - mean_shape).max().round(2), " mean", np.abs(fit_shape - mean_shape).mean().round(2))
-print("song spread (std) dB ", shapes.std(0).round(2).tolist())
-print("flat EQ |0 - mean| max", np.abs(mean_shape).max().round(2))
-s = chain.settings()["compressor"]
-print("compressor fitted", s, "(threshold rel. EQ mean", round(s["threshold_db"] - fit_db.mean(), 2), ")")
-print("true thresholds (segment scale, rel. EQ mean)", np.round(thr, 1).tolist(), "ratios", np.round(rat, 2).tolist())
+
+
+def fitted_songs(root: Path, group: str) -> list[dict]:
+    """Manifest rows of the group's training segments the chain was fitted on (``chain fit``'s summary)."""
+    rows = [r for r in csv.DictReader(open(root / "work/segments/manifest.csv"))
+            if r["group"] == group and r["split"] == "train"]
+    hist = root / "models" / "chain" / group / "fit_summary.json"
+    val = set(json.loads(hist.read_text()).get("validation_songs", [])) if hist.is_file() else set()
+    return [r for r in rows if r["song"] not in val]
+
+
+def recover(root: Path, group: str, out: Path) -> dict:
+    chain = load_chain(root / "models" / "chain" / group)
+    sr = chain.config.sr
+    with torch.no_grad():
+        fit_oct, fit_grid = (chain.eq_response_db(f).numpy() for f in (OCT, GRID))
+    shapes, grids, thr, rat, effects = [], [], [], [], set()
+    for r in fitted_songs(root, group):
+        song, sid = r["song"], r["pair_id"].rsplit("_", 1)[1]
+        steps = json.load(open(root / "data" / song / f"{song}_CHAINS.json"))[sid]["chain"]
+        effects |= {s["type"] for s in steps}
+        eq = true_eq_db(steps, OCT, sr)
+        shapes.append(eq - eq.mean())
+        g = true_eq_db(steps, GRID, sr)
+        grids.append(g - eq.mean())
+        comp = [s for s in steps if s["type"] == "compressor"]
+        if comp:
+            thr.append(comp[0]["threshold_db"] + float(r["raw_gain_db"]) + eq.mean())
+            rat.append(comp[0]["ratio"])
+    shapes, mean_shape = np.array(shapes), np.mean(shapes, 0)
+    fit_shape = fit_oct - fit_oct.mean()
+    err = np.abs(fit_shape - mean_shape)
+    comp = chain.settings()["compressor"]
+    fig = Figure(figsize=(6.4, 3.8))
+    ax = fig.subplots()
+    for g in grids:
+        ax.semilogx(GRID, g, color="tab:blue", alpha=0.35, lw=0.8)
+    ax.semilogx(GRID, np.mean(grids, 0), color="tab:blue", lw=2.2, label=f"true, mean of {len(grids)} songs")
+    ax.semilogx(GRID, fit_grid - fit_oct.mean(), "--", color="black", lw=2, label="fitted preset")
+    ax.set(xlabel="frequency (Hz)", ylabel="EQ shape (dB, minus its octave-band mean)",
+           title=f"{group}: recovered EQ vs the demo engineer's", xlim=(GRID[0], GRID[-1]))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"chain_recovery_{group}.png", dpi=100)
+    return {"group": group, "songs": len(shapes), "true_effects": sorted(effects),
+            "eq_shape_err_max_db": float(err.max()), "eq_shape_err_mean_db": float(err.mean()),
+            "song_spread_db": [float(shapes.std(0).min()), float(shapes.std(0).max())],
+            "flat_eq_err_max_db": float(np.abs(mean_shape).max()),
+            "ratio_fit": comp["ratio"], "ratio_true": [float(min(rat)), float(max(rat))] if rat else None,
+            "threshold_rel_fit_db": comp["threshold_db"] - float(fit_oct.mean()),
+            "threshold_rel_true_db": [float(min(thr)), float(max(thr))] if thr else None,
+            "figure": str(out / f"chain_recovery_{group}.png")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--groups", nargs="+", default=["bass", "guitar", "vocal", "keys"])
+    ap.add_argument("--out", type=Path, default=Path("docs/figures"))
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    res = [recover(a.root, g, a.out) for g in a.groups if (a.root / "models" / "chain" / g).is_dir()]
+    print("| group | songs | EQ shape error max / mean (dB) | songs' spread (dB) | flat EQ error (dB) "
+          "| ratio fit / true | threshold re EQ mean fit / true (dB) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in res:
+        rt = f"{r['ratio_true'][0]:.2g}–{r['ratio_true'][1]:.2g}" if r["ratio_true"] else "none"
+        tt = f"{r['threshold_rel_true_db'][0]:.1f} to {r['threshold_rel_true_db'][1]:.1f}" if r["threshold_rel_true_db"] else "none"
+        print(f"| {r['group']} | {r['songs']} | {r['eq_shape_err_max_db']:.2f} / {r['eq_shape_err_mean_db']:.2f} "
+              f"| {r['song_spread_db'][0]:.1f}–{r['song_spread_db'][1]:.1f} | {r['flat_eq_err_max_db']:.2f} "
+              f"| {r['ratio_fit']:.2f} / {rt} | {r['threshold_rel_fit_db']:.1f} / {tt} |")
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

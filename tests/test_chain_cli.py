@@ -73,3 +73,19 @@ def test_show_errors_name_the_file(tmp_path, capsys):
     assert "models/chain/vocals" in capsys.readouterr().err
     with pytest.raises(Exception, match="no chain model"):
         load_chain(tmp_path / "nowhere")
+
+
+def test_show_prints_the_conditional_spread(tmp_path, capsys):
+    s = Chain(ChainConfig(sr=SR, n_bells=1, reverb=False)).settings()
+    _segments(tmp_path, Chain.from_settings(s))
+    argv = ["--params", str(REPO / "params.yaml"), "--root", str(tmp_path), "chain"]
+    assert main(argv + ["fit", "--group", "bass", "--mode", "conditional", "--steps", "2", "--crop-s", "0.5",
+                        "--batch", "2", "--bells", "1", "--no-reverb", "--no-mlflow"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["show", "--group", "bass"]) == 0
+    out = capsys.readouterr().out
+    assert "conditional: median [min, max] over 2 training segments" in out  # every train segment shown
+    line = next(ln for ln in out.splitlines() if "compressor" in ln and "[" in ln)
+    assert "threshold_db" in line and "ratio" in line
+    png = tmp_path / "reports" / "chain" / "bass_spread.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

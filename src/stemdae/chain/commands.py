@@ -80,6 +80,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(settings_text(settings, title=f"chain {name} ({source})"))
     out = Path(args.figure) if args.figure else paths.reports_dir / "chain" / f"{name}.png"
     print(f"figure: {figure(chain, out, title=f'chain: {name}')}")
+    cond_file = (source if source.is_dir() else source.parent) / "conditional.pt"
+    if cond_file.is_file() and args.group:  # conditional mode: the settings it predicts per training segment
+        import numpy as np
+        import torch
+
+        from stemdae.chain.conditional import ConditionalChain
+        from stemdae.chain.group import training_pairs
+        from stemdae.chain.show import spread_figure, spread_text
+
+        cond = ConditionalChain.load(cond_file)
+        raws = torch.from_numpy(np.stack([p[0] for p in training_pairs(paths.segments_dir, args.group)]))
+        per_segment = cond.settings_for(raws)
+        print(spread_text(per_segment, title=f"conditional: median [min, max] over {len(per_segment)} training segments"))
+        spread_png = out.with_name(f"{out.stem}_spread.png")
+        print(f"figure: {spread_figure(chain, per_segment, spread_png, title=f'chain: {name}, conditional mode')}")
     if args.json:
         print(json.dumps(settings, indent=2))
     return 0

@@ -3,7 +3,8 @@
 Files (``models/chain/<group>/``, beside and not inside the DAE's ``models/<group>/``,
 which the ``train@<group>`` stage owns and DVC rewrites): ``chain.pt`` (``Chain.save``: plain tensors
 and dicts, loads with ``weights_only=True``), ``settings.json`` (engineer
-units), ``fit_history.csv`` (``step, loss``).
+units), ``fit_history.csv`` (``step, loss``), ``fit_summary.json`` (pairs, the validation songs
+left out, time, losses).
 """
 
 from __future__ import annotations
@@ -87,8 +88,11 @@ def fit_group(segments_dir: Path, models_dir: Path, group: str, *, sr: int, conf
     io.write_csv(out / "fit_history.csv", ({"step": i + 1, "loss": v} for i, v in enumerate(chain.fit_history)), ("step", "loss"))
     log.info("chain %s: %d pairs, %d steps in %.1f s, loss %.4f -> %.4f", group, len(pairs), steps, seconds,
              chain.fit_history[0], chain.fit_history[-1])
-    return {"group": group, "pairs": len(pairs), "validation_songs": sorted(exclude_songs), "steps": steps, "seed": seed, "fit_s": round(seconds, 2),
-            "loss_first": chain.fit_history[0], "loss_last": chain.fit_history[-1], "dir": str(out)}
+    summary = {"group": group, "pairs": len(pairs), "validation_songs": sorted(exclude_songs), "steps": steps,
+               "seed": seed, "mode": mode, "fit_s": round(seconds, 2), "loss_first": chain.fit_history[0],
+               "loss_last": chain.fit_history[-1], "dir": str(out)}
+    io.write_json(out / "fit_summary.json", summary)
+    return summary
 
 
 def load_chain(source: Path) -> Chain:

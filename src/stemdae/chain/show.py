@@ -58,3 +58,53 @@ def figure(chain: Chain, path: Path, *, title: str = "") -> Path:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return Path(path)
+
+
+def spread(settings: list[dict]) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """``effect -> name -> (min, median, max)`` over per-segment settings (conditional mode)."""
+    out: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for effect, values in settings[0].items():
+        if effect in ("format", "config"):
+            continue
+        for name in values:
+            v = np.array([s[effect][name] for s in settings], dtype=float)
+            out.setdefault(effect, {})[name] = (float(v.min()), float(np.median(v)), float(v.max()))
+    return out
+
+
+def spread_text(settings: list[dict], *, title: str = "") -> str:
+    """One line per effect: each setting as ``median [min, max]`` over the segments."""
+    lines = [title] if title else []
+    for effect, values in spread(settings).items():
+        label = LABELS.get(effect, effect.replace("bell", "bell "))
+        parts = [f"{name} {mid:.3g} [{lo:.3g}, {hi:.3g}]" for name, (lo, mid, hi) in values.items()]
+        lines.append(f"  {label:24s} " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def spread_figure(preset: Chain, settings: list[dict], path: Path, *, title: str = "") -> Path:
+    """EQ response of every segment's settings (thin) over the preset's (thick), and threshold vs ratio."""
+    fig = Figure(figsize=(10, 4))
+    ax_eq, ax_comp = fig.subplots(1, 2)
+    for s in settings:
+        c = curves(Chain.from_settings(s))
+        ax_eq.semilogx(c["freq_hz"], c["eq_db"], color="tab:blue", alpha=0.25, lw=0.8)
+    c = curves(preset)
+    ax_eq.semilogx(c["freq_hz"], c["eq_db"], color="black", lw=2, label="preset")
+    ax_eq.set(xlabel="frequency (Hz)", ylabel="gain (dB)", xlim=(20, c["freq_hz"][-1]),
+              title=f"EQ per segment ({len(settings)} segments)")
+    ax_eq.grid(True, which="both", alpha=0.3)
+    ax_eq.legend()
+    ax_comp.scatter([s["compressor"]["threshold_db"] for s in settings], [s["compressor"]["ratio"] for s in settings],
+                    s=12, alpha=0.6, label="segments")
+    pc = preset.settings()["compressor"]
+    ax_comp.scatter([pc["threshold_db"]], [pc["ratio"]], color="black", marker="x", s=60, label="preset")
+    ax_comp.set(xlabel="threshold (dB)", ylabel="ratio", title="compressor per segment")
+    ax_comp.grid(True, alpha=0.3)
+    ax_comp.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return Path(path)
