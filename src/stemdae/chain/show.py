@@ -50,14 +50,7 @@ def figure(chain: Chain, path: Path, *, title: str = "") -> Path:
     ax_comp.plot(c["level_in_db"], c["level_out_db"], label="compressor + make-up")
     ax_comp.plot(c["level_in_db"], c["level_in_db"], "--", color="grey", label="unity")
     ax_comp.set(xlabel="envelope in (dBFS)", ylabel="out (dBFS)", title="compressor static curve")
-    ax_comp.legend()
-    ax_comp.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return _save(fig, ax_comp, path, title)
 
 
 def spread(settings: list[dict]) -> dict[str, dict[str, tuple[float, float, float]]]:
@@ -100,11 +93,16 @@ def spread_figure(preset: Chain, settings: list[dict], path: Path, *, title: str
     pc = preset.settings()["compressor"]
     ax_comp.scatter([pc["threshold_db"]], [pc["ratio"]], color="black", marker="x", s=60, label="preset")
     ax_comp.set(xlabel="threshold (dB)", ylabel="ratio", title="compressor per segment")
-    ax_comp.grid(True, alpha=0.3)
+    return _save(fig, ax_comp, path, title)
+
+
+def _save(fig: Figure, ax_comp, path: Path, title: str) -> Path:
+    """The compressor panel's legend and grid, the title, then the PNG (through writeguard: one line on a full disk)."""
+    from stemdae import plots
+
     ax_comp.legend()
+    ax_comp.grid(True, alpha=0.3)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return plots.save(fig, path, dpi=100)
