@@ -92,7 +92,7 @@ def recover(root: Path, group: str, out: Path) -> dict:
     ax = fig.subplots()
     for g in grids:
         ax.semilogx(GRID, g, color="tab:blue", alpha=0.35, lw=0.8)
-    ax.semilogx(GRID, np.mean(grids, 0), color="tab:blue", lw=2.2, label=f"true, mean of {len(grids)} songs")
+    ax.semilogx(GRID, np.mean(grids, 0), color="tab:blue", lw=2.2, label=f"true, mean of {len(grids)} training pairs")
     ax.semilogx(GRID, fit_grid - fit_oct.mean(), "--", color="black", lw=2, label="fitted preset")
     ax.set(xlabel="frequency (Hz)", ylabel="EQ shape (dB, minus its octave-band mean)",
            title=f"{group}: recovered EQ vs the demo engineer's", xlim=(GRID[0], GRID[-1]))
@@ -101,7 +101,7 @@ def recover(root: Path, group: str, out: Path) -> dict:
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / f"chain_recovery_{group}.png", dpi=100)
-    return {"group": group, "songs": len(shapes), "true_effects": sorted(effects),
+    return {"group": group, "pairs": len(shapes), "true_effects": sorted(effects),
             "eq_shape_err_max_db": float(err.max()), "eq_shape_err_mean_db": float(err.mean()),
             "song_spread_db": [float(shapes.std(0).min()), float(shapes.std(0).max())],
             "flat_eq_err_max_db": float(np.abs(mean_shape).max()),
@@ -119,13 +119,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     res = [recover(a.root, g, a.out) for g in a.groups if (a.root / "models" / "chain" / g).is_dir()]
-    print("| group | songs | EQ shape error max / mean (dB) | songs' spread (dB) | flat EQ error (dB) "
+    print("| group | pairs | EQ shape error max / mean (dB) | pairs' spread (dB) | flat EQ error (dB) "
           "| ratio fit / true | threshold re EQ mean fit / true (dB) |")
     print("|---|---|---|---|---|---|---|")
     for r in res:
         rt = f"{r['ratio_true'][0]:.2g}–{r['ratio_true'][1]:.2g}" if r["ratio_true"] else "none"
         tt = f"{r['threshold_rel_true_db'][0]:.1f} to {r['threshold_rel_true_db'][1]:.1f}" if r["threshold_rel_true_db"] else "none"
-        print(f"| {r['group']} | {r['songs']} | {r['eq_shape_err_max_db']:.2f} / {r['eq_shape_err_mean_db']:.2f} "
+        print(f"| {r['group']} | {r['pairs']} | {r['eq_shape_err_max_db']:.2f} / {r['eq_shape_err_mean_db']:.2f} "
               f"| {r['song_spread_db'][0]:.1f}–{r['song_spread_db'][1]:.1f} | {r['flat_eq_err_max_db']:.2f} "
               f"| {r['ratio_fit']:.2f} / {rt} | {r['threshold_rel_fit_db']:.1f} / {tt} |")
     if a.json:
