@@ -45,11 +45,13 @@ def heldout(model_dir: Path, test) -> dict[str, float]:
     pred = load_predictor(model_dir, device="cpu").predict_magnitude(raw)
     out = {"test_mag_mae": float(np.mean(np.abs(pred - stem))),
            "test_log_mae": float(np.mean(np.abs(np.log1p(pred) - np.log1p(stem))))}
-    for _, r in test.index.iterrows():  # per song: the rows of its segments
+    sums: dict[str, list[float]] = {}
+    for _, r in test.index.iterrows():  # per song: the mean over the frames of its segments
         a, n = int(r["row_start"]), int(r["n_frames"])
-        key = f"song:{r['song']}"
-        out.setdefault(key, 0.0)
-        out[key] += float(np.sum(np.abs(pred[a:a + n] - stem[a:a + n]))) / stem.shape[1]
+        acc = sums.setdefault(f"song:{r['song']}", [0.0, 0])
+        acc[0] += float(np.sum(np.abs(pred[a:a + n] - stem[a:a + n])))
+        acc[1] += n * stem.shape[1]
+    out.update({k: total / count for k, (total, count) in sums.items()})
     return out
 
 
