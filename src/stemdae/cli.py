@@ -287,10 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (one input; .wav, .flac or .ogg) or folder; never one of the inputs")
     s.add_argument("-j", "--jobs", type=int, default=0, help="parallel files on the CPU (0 = all cores)")
     s.add_argument("--channels", choices=["same", "mono", "stereo"], default="same",
-                   help="output layout: the input's (default; every channel with the same gain), mono or stereo")
+                   help="output layout: the input's (default), mono or stereo; several channels are linked: one "
+                        "model call on their mean spectrum, its per-bin gain on every channel (the image is kept)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="the network's arithmetic: fp32 (default, as evaluated) or bf16 (faster on CPUs with bf16 units)")
+                   help="the network's arithmetic: fp32 (default, as evaluated; on the CPU without importing torch) "
+                        "or bf16 (through torch: for a GPU or very long files)")
     s.add_argument("--restore-loudness", action="store_true", help="undo the input gain: keep the input's level")
     s.add_argument("--phase", choices=["raw", "griffinlim"], default="raw",
                    help="phase for the output: the raw input's (default, as the paper) or Griffin-Lim")
