@@ -114,7 +114,7 @@ def _post(base: str, payload: dict) -> tuple[int, dict]:
 
 def test_served_magnitudes_rebuild_the_python_api_output(registry, server):
     root, params, uri = registry
-    predictor = load_model(str(root / "models" / "vocal"))
+    predictor = load_model(str(root / "models" / "vocal"), engine="torch")  # the pyfunc's engine
     sr = 44100
     x = noise(sr // 2, seed=7)  # 0.5 s: 22 frames
     # What `process` does before the model: the training segments' loudness gain, STFT.

@@ -93,12 +93,12 @@ def test_segments_on_a_full_or_read_only_disk(tmp_path, mounts, read_only):
     root = _project(tmp_path)
     assert stemdae(root, "pairs").returncode == 0
     seg = root / "work" / "segments"
-    mounts(seg, "100k", read_only=read_only)  # one pair is 2 * 8000 * 4 bytes: the first does not fit
+    mounts(seg, "100k", read_only=read_only)  # each pair is 2 * 8000 * 4 bytes: not all of them fit
     line = _one_line_error(stemdae(root, "segments"))
     if read_only:
         assert "work/segments" in line and "read-only file system" in line, line
-    else:
-        assert "work/segments/" in line and ".npy: no space left on device: need" in line, line
+    else:  # refused before cutting anything: the folder, the bytes needed and the bytes free
+        assert "work/segments: no space left on device: need" in line and ", have " in line, line
         assert "requested and" not in line and ".tmp-" not in line
 
 
