@@ -9,7 +9,6 @@ existing file for several inputs is one error up front.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import logging
 import os

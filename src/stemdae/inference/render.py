@@ -288,7 +288,7 @@ def _fixed_mmap_threshold() -> bool:
 
     By default glibc raises the threshold (up to 32 MiB) whenever a large mapped
     block is freed; from then on pass 2's multi-MiB per-block temporaries come
-    from the heap arenas (one per channel thread), which fragment, so the
+    from the heap arenas, which fragment, so the
     resident size kept growing with the file's length. With a fixed threshold
     each such buffer is its own mapping, returned to the system when freed.
     Needed with the torch engine only, and it costs CPU (every large
