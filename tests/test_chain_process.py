@@ -80,3 +80,86 @@ def test_chain_without_front_end_is_one_line_error(tmp_path):
     make_chain(tmp_path / "old", frontend=None)
     with pytest.raises(ModelError, match=r"chain\.pt: no front-end record.*stemdae chain fit"):
         load_model(str(tmp_path / "old" / "chain.pt"))
+
+
+def make_conditional(folder: Path, *, frontend: FrontEnd | None = FE):
+    """A conditional chain whose encoder moves the high shelf with the raw's brightness (hand-set weights)."""
+    import torch
+
+    from stemdae.chain.conditional import N_BANDS, ConditionalChain
+
+    base = Chain(ChainConfig(sr=SR, n_bells=1, reverb=False))
+    model = ConditionalChain(base.config, base=base, hidden=4)
+    k = model.slots.index(("high_shelf", "gain_db"))
+    with torch.no_grad():  # unit 0 = the top bands' level minus the bottom bands' -> the high shelf's logit
+        model.encoder[0].weight.zero_()
+        model.encoder[0].weight[0, N_BANDS - 4 : N_BANDS] = 1.0
+        model.encoder[0].weight[0, :4] = -1.0
+        model.encoder[2].weight[k, 0] = 3.0
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"group": "vocal"} | ({"frontend": frontend.to_dict()} if frontend else {})
+    model.save(folder / "conditional.pt", **meta)
+    return model
+
+
+def tone(seconds: float, bright: bool, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(int(seconds * SR)).astype(np.float32)
+    spec = np.fft.rfft(noise)
+    f = np.fft.rfftfreq(noise.size, 1 / SR)
+    tilt = (f / 1000.0 + 0.05) ** (1.0 if bright else -1.0)
+    return (0.1 * np.fft.irfft(spec * tilt, n=noise.size) / np.std(np.fft.irfft(spec * tilt, n=noise.size))
+            ).astype(np.float32)
+
+
+def test_conditional_chain_renders_the_setting_predicted_from_the_loudest_window(tmp_path):
+    import torch
+
+    folder = tmp_path / "models" / "chain" / "vocal"
+    model = make_conditional(folder)
+    outs = {}
+    for bright in (False, True):
+        # 5 s: quiet first 2.5 s, loud last 2.5 s -> the loudest 2 s window is in the second half
+        x = np.concatenate([0.1 * tone(2.5, bright, seed=1), tone(2.5, bright, seed=2)])
+        wav = tmp_path / f"raw_{int(bright)}.wav"
+        sf.write(wav, x, SR, subtype="FLOAT")
+        assert main(["--root", str(tmp_path), "process", str(wav), "--model", str(folder / "conditional.pt")]) == 0
+        y = sf.read(tmp_path / f"raw_{int(bright)}.vocal.wav", dtype="float32")[0]
+        # what the render core must do: the loudest window at the training gain -> settings -> pedalboard
+        src = ArraySource(x[None], SR)
+        gain_db, start_s = loudness_gain_db(src, FE)[:2]
+        assert 2.3 <= start_s <= 3.1
+        g = np.float32(10 ** (gain_db / 20))
+        i = round(start_s * SR)
+        window = x[i : i + int(FE.window_s * SR)] * g
+        settings = model.settings_for(torch.from_numpy(window[None]))[0]
+        want = render_pedalboard(settings, (x * g)[None], SR)[0]
+        assert np.abs(want).max() > 0.05
+        np.testing.assert_allclose(y, want, atol=2e-5)
+        outs[bright] = settings["high_shelf"]["gain_db"]
+    # the encoder did condition: a bright raw gets a different high shelf than a dark one
+    assert outs[True] - outs[False] > 3.0
+    # and the preset is not what was rendered
+    assert abs(outs[True] - model.base.settings()["high_shelf"]["gain_db"]) > 1.0
+
+
+def test_conditional_without_front_end_is_one_line_error(tmp_path):
+    make_conditional(tmp_path / "old", frontend=None)
+    with pytest.raises(ModelError, match=r"conditional\.pt: no front-end record.*stemdae chain fit"):
+        load_model(str(tmp_path / "old" / "conditional.pt"))
+
+
+def test_preset_process_imports_neither_torch_nor_numba(tmp_path):
+    """`stemdae process --model <chain>` reads chain.pt without torch (its import is ~1 s of the budget)."""
+    import subprocess
+    import sys
+
+    make_chain(tmp_path / "c")
+    wav = tmp_path / "in.wav"
+    sf.write(wav, stereo(1.0).T, SR, subtype="FLOAT")
+    code = ("import sys; from stemdae.cli import main; "
+            f"rc = main(['--root', {str(tmp_path)!r}, 'process', {str(wav)!r}, '--model', {str(tmp_path / 'c')!r}]); "
+            "print(rc, 'torch' in sys.modules, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.split()[-3:] == ["0", "False", "False"], out.stderr[-2000:]
+    assert (tmp_path / "in.bass.wav").is_file()

@@ -21,11 +21,9 @@ from torch import nn
 from stemdae.chain import filters
 from stemdae.chain.dynamics import compress
 from stemdae.chain.ranges import INITIAL, RANGES, Range, bell_initial
+from stemdae.chain.record import FORMAT, check_format
 from stemdae.chain.reverb import add_reverb, impulse_response, reverb_noise
 from stemdae.errors import ModelError
-
-FORMAT = "stemdae-chain/1"
-
 
 @dataclass(frozen=True)
 class ChainConfig:
@@ -184,9 +182,7 @@ def load_blob(path: Path, fmt: str) -> dict:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise ModelError(f"{path}: cannot load a chain model: {str(exc).strip().splitlines()[0]}") from None
-    if not isinstance(blob, dict) or blob.get("format") != fmt:
-        raise ModelError(f"{path}: expected a {fmt} file, found format {_get(blob, 'format')!r}")
-    return blob
+    return check_format(blob, fmt, path)
 
 
 def _get(obj, key):

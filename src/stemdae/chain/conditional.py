@@ -21,10 +21,10 @@ from torch import nn
 from stemdae.chain.chain import Chain, ChainConfig, load_blob, process
 from stemdae.chain.fit import as_pairs, torch_threads, train
 from stemdae.chain.ranges import RANGES
+from stemdae.chain.record import CONDITIONAL_FORMAT as FORMAT
 from stemdae.errors import AudioError
 
 N_BANDS, FRAME = 16, 2048
-FORMAT = "stemdae-chain-conditional/1"
 
 
 def raw_features(x: torch.Tensor, sr: int) -> torch.Tensor:
@@ -80,16 +80,25 @@ class ConditionalChain(nn.Module):
         return rows
 
 
-    def save(self, path: Path) -> None:
-        """Plain tensors and dicts only (``torch.load(weights_only=True)`` reads it)."""
-        torch.save({"format": FORMAT, "config": asdict(self.config), "hidden": self.hidden,
+    def save(self, path: Path, **meta) -> None:
+        """Plain tensors and dicts only (``torch.load(weights_only=True)`` reads it).
+
+        ``meta``: more plain data, as :meth:`Chain.save` (``group``, ``frontend``, ``trained_on``:
+        what ``stemdae process`` needs to render it, :mod:`stemdae.chain.predictor`).
+        """
+        torch.save({**meta, "format": FORMAT, "config": asdict(self.config), "hidden": self.hidden,
                     "state_dict": self.state_dict()}, path)
 
     @classmethod
     def load(cls, path: Path) -> "ConditionalChain":
-        blob = load_blob(path, FORMAT)
+        return cls.from_blob(load_blob(path, FORMAT))
+
+    @classmethod
+    def from_blob(cls, blob: dict) -> "ConditionalChain":
+        """The model of a loaded ``conditional.pt`` (``load_blob``'s dict)."""
         model = cls(ChainConfig(**blob["config"]), hidden=blob["hidden"])
         model.load_state_dict(blob["state_dict"])
+        model.eval()
         return model
 
 

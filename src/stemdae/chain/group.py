@@ -81,7 +81,7 @@ def fit_group(segments_dir: Path, models_dir: Path, group: str, *, sr: int, conf
         from stemdae.chain.conditional import fit_conditional
 
         cond = fit_conditional(pairs, sr, steps=steps, seed=seed, base=chain, crop_s=crop_s, batch=batch)
-        cond.save(out / "conditional.pt")
+        cond.save(out / "conditional.pt", group=group, **(meta or {}))
         seconds = time.perf_counter() - t0
     chain.save(out / "chain.pt", group=group, **(meta or {}))
     io.write_json(out / "settings.json", chain.settings())

@@ -6,24 +6,35 @@ segments), ``group``, ``trained_on``, ``device`` -- and, instead of
 ``predict_magnitude``, :meth:`ChainPredictor.stream`: one channel's
 pedalboard, processed block by block with its state kept (the output equals
 :func:`stemdae.chain.render.render_pedalboard` of the whole channel to float
-rounding). Loaded from ``chain.pt`` with ``torch.load(weights_only=True)``.
+rounding). Read from ``chain.pt`` without torch (:mod:`stemdae.chain.record`).
+
+:class:`ConditionalPredictor` (``conditional.pt``) has no settings of its own:
+the render core calls :meth:`ConditionalPredictor.conditioned` with the
+recording's loudest window at the training gain -- for a training raw, its very
+training segment -- and renders the whole recording with the one setting the
+encoder predicts from it (:meth:`stemdae.chain.conditional.ConditionalChain.settings_for`,
+the function ``stemdae chain evaluate`` scores). Loading it imports torch
+(``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stemdae.chain.chain import FORMAT, load_blob
+from stemdae.chain.record import CHAIN_FILE, CONDITIONAL_FILE, CONDITIONAL_FORMAT, FORMAT, read_blob
 from stemdae.chain.render import build_board
 from stemdae.errors import ModelError
-from stemdae.frontend import FrontEnd, TrainedOn
+from stemdae.frontend import FrontEnd
+from stemdae.modelrecord import RecordMeta
 
-__all__ = ["CHAIN_FILE", "ChainPredictor", "ChainStream", "read_chain_file"]
+__all__ = ["CHAIN_FILE", "CONDITIONAL_FILE", "ChainPredictor", "ChainStream", "ConditionalPredictor",
+           "read_chain_file", "read_conditional_file"]
 
-CHAIN_FILE = "chain.pt"
+log = logging.getLogger(__name__)
 
 
 class ChainStream:
@@ -43,47 +54,113 @@ class ChainStream:
         return np.zeros(0, np.float32)  # same length out as in: the reverb tail past the end is cut
 
 
-class ChainPredictor:
+class _OnCpu(RecordMeta):
+    """What both chain predictors share: CPU only (pedalboard), ``group`` and ``trained_on`` from ``meta``."""
+
+    device = "cpu"
+
+    def to(self, device: Any):
+        if str(device) != "cpu":
+            raise ModelError(f"a chain model renders with pedalboard on the CPU, not on {device}")
+        return self
+
+
+class ChainPredictor(_OnCpu):
     """A fitted chain with the front end it was fitted under (see the module docstring)."""
 
     kind = "chain"
-    device = "cpu"  # pedalboard runs on the CPU
 
     def __init__(self, settings: dict, frontend: FrontEnd, meta: dict[str, Any] | None = None) -> None:
         if frontend.sr != settings["config"]["sr"]:
             raise ModelError(f"chain fitted at {settings['config']['sr']} Hz, its front end at {frontend.sr} Hz")
         build_board(settings)  # a malformed settings dict fails here, not on the first file
         self.settings, self.frontend, self.meta = settings, frontend, dict(meta or {})
-        self.group: str | None = self.meta.get("group")
-        self.trained_on: TrainedOn | None = TrainedOn.from_dict(self.meta.get("trained_on"))
-
-    def to(self, device: Any) -> ChainPredictor:
-        if str(device) != "cpu":
-            raise ModelError(f"a chain model renders with pedalboard on the CPU, not on {device}")
-        return self
 
     def stream(self, channel: int = 0) -> ChainStream:
         return ChainStream(self.settings)
 
 
+class ConditionalPredictor(_OnCpu):
+    """A conditional chain: one setting per recording, predicted from its loudest window (module docstring)."""
+
+    kind = "chain-conditional"
+
+    def __init__(self, model: Any, frontend: FrontEnd, meta: dict[str, Any] | None = None) -> None:
+        if frontend.sr != model.config.sr:
+            raise ModelError(f"chain fitted at {model.config.sr} Hz, its front end at {frontend.sr} Hz")
+        self.model, self.frontend, self.meta = model, frontend, dict(meta or {})
+
+    def settings_for(self, window: np.ndarray | None) -> dict:
+        """The settings for a recording whose loudest window (mono, model rate, training gain) is ``window``.
+
+        ``None`` or a window shorter than the encoder's frame (no level statistics): the preset.
+        """
+        from stemdae.chain.conditional import FRAME
+
+        if window is None or np.asarray(window).size < FRAME:
+            log.warning("conditional chain: no loudest window to predict settings from: rendering its preset")
+            return self.model.base.settings()
+        import torch
+
+        return self.model.settings_for(torch.from_numpy(np.array(window, np.float32).reshape(1, -1)))[0]
+
+    def conditioned(self, window: np.ndarray | None) -> ChainPredictor:
+        """A :class:`ChainPredictor` with :meth:`settings_for` ``window``; logs the main settings."""
+        s = self.settings_for(window)
+        comp = s["compressor"]
+        log.info("conditional chain: predicted from the loudest window: high-pass %.0f Hz, low shelf %+.1f dB, "
+                 "high shelf %+.1f dB, compressor %.1f dB %.2f:1, make-up %+.1f dB", s["highpass"]["freq_hz"],
+                 s["low_shelf"]["gain_db"], s["high_shelf"]["gain_db"], comp["threshold_db"], comp["ratio"],
+                 comp["makeup_db"])
+        return ChainPredictor(s, self.frontend, self.meta)
+
+
+def _read(path: str | Path, fmt: str, reader, mode: str = "") -> tuple[dict, FrontEnd, dict[str, Any]]:
+    """``reader(path, fmt)``'s blob of an existing file, its front end and its plain metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: missing; fit it with `stemdae chain fit --group <group>{mode}`")
+    blob = reader(path, fmt)
+    return (blob, *_frontend_and_meta(blob, path))
+
+
+def _frontend_and_meta(blob: dict, path: Path) -> tuple[FrontEnd, dict[str, Any]]:
+    if "frontend" not in blob:
+        raise ModelError(f"{path}: no front-end record (fitted by an older stemdae); "
+                         "refit it with `stemdae chain fit --group <group>`")
+    return (FrontEnd.from_dict(blob["frontend"], where=str(path)),
+            {k: v for k, v in blob.items() if k in ("group", "trained_on")})
+
+
 def read_chain_file(path: str | Path) -> ChainPredictor:
-    """A :class:`ChainPredictor` from a ``chain.pt`` written by ``stemdae chain fit``.
+    """A :class:`ChainPredictor` from a ``chain.pt`` written by ``stemdae chain fit`` (imports no torch).
 
     Raises
     ------
     ModelError
         Missing or unreadable file, another format, or no front-end record (a chain fitted before it was saved).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: missing; fit it with `stemdae chain fit --group <group>`")
-    blob = load_blob(path, FORMAT)
-    if "frontend" not in blob:
-        raise ModelError(f"{path}: no front-end record (fitted by an older stemdae); "
-                         "refit it with `stemdae chain fit --group <group>`")
-    frontend = FrontEnd.from_dict(blob["frontend"], where=str(path))
-    meta = {k: v for k, v in blob.items() if k in ("group", "trained_on")}
+    blob, frontend, meta = _read(path, FORMAT, read_blob)
     try:
         return ChainPredictor(blob["settings"], frontend, meta)
     except (KeyError, TypeError) as err:
         raise ModelError(f"{path}: malformed chain settings ({err})") from None
+
+
+def read_conditional_file(path: str | Path) -> ConditionalPredictor:
+    """A :class:`ConditionalPredictor` from a ``conditional.pt`` (``stemdae chain fit --mode conditional``).
+
+    Raises
+    ------
+    ModelError
+        As :func:`read_chain_file`.
+    """
+    from stemdae.chain.chain import load_blob
+    from stemdae.chain.conditional import ConditionalChain
+
+    blob, frontend, meta = _read(path, CONDITIONAL_FORMAT, load_blob, " --mode conditional")
+    try:
+        model = ConditionalChain.from_blob(blob)
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ModelError(f"{path}: malformed conditional chain ({' '.join(str(err).split())[:200]})") from None
+    return ConditionalPredictor(model, frontend, meta)

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pedalboard as pb
 
-from stemdae.chain.chain import FORMAT
+from stemdae.chain.record import FORMAT
 from stemdae.chain.reverb import reverb_noise
 from stemdae.errors import AudioError, ModelError
 

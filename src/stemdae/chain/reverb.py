@@ -11,11 +11,12 @@ be added the same way when the evidence asks for it.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from stemdae.chain.filters import fft_len
+if TYPE_CHECKING:
+    import torch
 
 
 def reverb_noise(sr: int, *, ir_s: float, seed: int) -> np.ndarray:
@@ -28,6 +29,8 @@ def impulse_response(noise: torch.Tensor, rt60_s: torch.Tensor, sr: int) -> torc
 
     ``rt60_s`` scalar -> shape ``noise.shape``; ``(batch, 1)`` -> one response per row.
     """
+    import torch  # here, not at the top: the renderer (pedalboard) imports reverb_noise without torch
+
     t = torch.arange(noise.shape[-1], dtype=noise.dtype, device=noise.device) / sr
     ir = noise * torch.exp(-3 * math.log(10) * t / rt60_s)
     return ir / torch.sqrt((ir * ir).sum(-1, keepdim=True))
@@ -35,6 +38,10 @@ def impulse_response(noise: torch.Tensor, rt60_s: torch.Tensor, sr: int) -> torc
 
 def add_reverb(x: torch.Tensor, ir: torch.Tensor, wet_db: torch.Tensor) -> torch.Tensor:
     """``x + 10**(wet_db/20) * (x * ir)`` (convolution), ``x`` ``(batch, n)``; same length out."""
+    import torch
+
+    from stemdae.chain.filters import fft_len
+
     n = x.shape[-1]
     n_fft = fft_len(n, ir.shape[-1])
     wet = torch.fft.irfft(torch.fft.rfft(x, n=n_fft) * torch.fft.rfft(ir, n=n_fft), n=n_fft)[..., :n]

@@ -19,6 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from stemdae.chain.record import CHAIN_FILE, CONDITIONAL_FILE
 from stemdae.config import Params, Paths
 from stemdae.errors import ConfigError, ModelError, StemdaeError
 
@@ -29,7 +30,6 @@ __all__ = ["load_model", "model_file", "resolve_device", "resolve_model"]
 _URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
 _PREDICTORS: dict[tuple[str, str], Any] = {}  # loaded models by (source, device), per process
 RUN_INFO = "mlflow.json"
-CHAIN_FILE = "chain.pt"  # a chain model (stemdae.chain.predictor.CHAIN_FILE; not imported: it imports torch)
 
 
 def is_uri(source: str | Path) -> bool:
@@ -90,7 +90,7 @@ def resolve_model(group: str | None, model: str | Path | None, params: Params, p
         p = Path(s)
         if not (p.is_file() or (p / "model.pt").is_file() or (p / CHAIN_FILE).is_file()):
             raise ModelError(f"{s}: no model here (expected a models/<group> folder with model.pt, a model.pt, "
-                             "a models/chain/<group> folder with chain.pt, "
+                             "a models/chain/<group> folder with chain.pt, its conditional.pt, "
                              "or an MLflow URI such as models:/stemdae-vocal@champion)")
         return str(p)
     if group is None:
@@ -164,7 +164,9 @@ def load_model(source: str | Path, *, device: str = "cpu", params: Params | None
     that module) and a torch :class:`stemdae.predictor.Predictor` otherwise
     (``engine="torch"``, ``precision="bf16"``, or a CUDA device). A ``chain.pt``
     (``stemdae chain fit``) gives a :class:`stemdae.chain.predictor.ChainPredictor`
-    (CPU only), which the render core plays through pedalboard.
+    (CPU only, read without torch), which the render core plays through pedalboard;
+    a ``conditional.pt`` a :class:`stemdae.chain.predictor.ConditionalPredictor`
+    (one setting per recording, predicted from its loudest window).
 
     Raises
     ------
@@ -183,6 +185,8 @@ def load_model(source: str | Path, *, device: str = "cpu", params: Params | None
         path = model_file(source, params, paths)
         if path.name == CHAIN_FILE:
             from stemdae.chain.predictor import read_chain_file as read
+        elif path.name == CONDITIONAL_FILE:
+            from stemdae.chain.predictor import read_conditional_file as read
         elif use_numpy:
             from stemdae.inference.npmodel import read_numpy_model as read
         else:

@@ -26,7 +26,8 @@ What one recording goes through (the front end is the model's own
    (``benchmarks/bench_stereo.py``, BENCHMARKS.md "Stereo rendering"). A mono
    input is the one-channel case: the model sees exactly its magnitudes. A
    chain model (``stemdae.chain.predictor``) replaces STFT -> model ->
-   overlap-add by its pedalboard, per channel.
+   overlap-add by its pedalboard, per channel; a conditional chain first
+   predicts that pedalboard's settings from the loudest window of pass 1.
 3. ``restore_loudness`` undoes the input gain on the output (the output then
    sits at the input's level instead of the model's ``target_lufs`` level).
 
@@ -167,6 +168,15 @@ def loudness_gain_db(src: Source, fe: FrontEnd) -> tuple[float, float, int, int]
         ``(gain_db, window_start_s, n_samples, channels)``; 0 dB (with a
         warning) for recordings shorter than 0.4 s or silent in their loudest window.
     """
+    return _loudest_window(src, fe)[:4]
+
+
+def _loudest_window(src: Source, fe: FrontEnd) -> tuple[float, float, int, int, np.ndarray | None]:
+    """As :func:`loudness_gain_db`, plus the loudest window at the model's rate with that gain applied.
+
+    The window is what a training segment of this recording would be (None where no
+    loudness was measured); a conditional chain predicts its settings from it.
+    """
     n_win = round(fe.window_s * src.sr)
     hop = search_hop(n_win, target_hop=max(round(SEARCH_HOP_S * src.sr), 1))
     p = _pass1(src, hop)
@@ -178,15 +188,15 @@ def loudness_gain_db(src: Source, fe: FrontEnd) -> tuple[float, float, int, int]
     if n_win <= MIN_DURATION_S * src.sr:
         log.warning("%s: shorter than %g s, no loudness to measure: processed without loudness gain",
                     src.name, MIN_DURATION_S)
-        return 0.0, start / src.sr, p.n, p.channels
+        return 0.0, start / src.sr, p.n, p.channels, None
     window = src.window(start, n_win, p.n, fe.sr)
     try:
-        _, gain_db, _ = normalize_loudness(window, fe.sr, target_lufs=fe.target_lufs,
-                                           peak_ceiling_dbfs=fe.peak_ceiling_dbfs)
+        window, gain_db, _ = normalize_loudness(window, fe.sr, target_lufs=fe.target_lufs,
+                                                peak_ceiling_dbfs=fe.peak_ceiling_dbfs)
     except AudioError:
         log.warning("%s: silent (below -70 LUFS): processed without loudness gain", src.name)
-        return 0.0, start / src.sr, p.n, p.channels
-    return gain_db, start / src.sr, p.n, p.channels
+        return 0.0, start / src.sr, p.n, p.channels, None
+    return gain_db, start / src.sr, p.n, p.channels, window
 
 
 class _Exact:
@@ -317,7 +327,10 @@ def render(src: Source, predictor: Any, st: Settings, sink: Callable[[np.ndarray
     """
     if getattr(predictor, "engine", "torch") == "torch":
         _fixed_mmap_threshold()
-    gain_db, start_s, n, n_in = loudness_gain_db(src, st.frontend)
+    gain_db, start_s, n, n_in, window = _loudest_window(src, st.frontend)
+    conditioned = getattr(predictor, "conditioned", None)
+    if conditioned is not None:  # a conditional chain: one setting for this recording, from its loudest window
+        predictor = conditioned(window)
     n_out, pick = _layout(st.channels, n_in, src.name)
     gain = np.float32(10 ** (gain_db / 20))
     back = np.float32(10 ** (-gain_db / 20)) if st.restore_loudness else np.float32(1.0)
