@@ -36,15 +36,17 @@ GRID = np.geomspace(40.0, 16000.0, 200)
 
 
 def true_eq_db(steps: list[dict], freqs: np.ndarray, sr: int) -> np.ndarray:
-    """The EQ part (everything before the compressor) of a true chain, in dB at ``freqs``."""
+    """The linear filters before the compressor (high-pass, the distorted guitar's low-pass, EQ) of a true
+    chain, in dB at ``freqs``; the fitted chain's curve has the same sections (its low-pass: saturation groups)."""
     h = np.ones(len(freqs), complex)
     t = lambda v: torch.tensor(float(v), dtype=torch.float64)  # noqa: E731
     for s in steps:
         k = s["type"]
         if k == "compressor":
             break
-        if k == "highpass":
-            sections = [filters.highpass1_coefs(t(s["cutoff_hz"]), sr)] * int(s.get("order", 1))
+        if k in ("highpass", "lowpass"):
+            design = filters.highpass1_coefs if k == "highpass" else filters.lowpass1_coefs
+            sections = [design(t(s["cutoff_hz"]), sr)] * int(s.get("order", 1))
         elif k in ("low_shelf", "high_shelf"):
             sections = [filters.shelf_coefs(t(s["freq_hz"]), t(s["gain_db"]), t(s.get("q", 0.7071)), sr,
                                             high=k == "high_shelf")]

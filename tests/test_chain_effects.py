@@ -26,6 +26,7 @@ SR = 44100
         ("low", (150.0, 5.0, 0.707)),
         ("high", (6000.0, -8.0, 1.2)),
         ("hp1", (80.0,)),
+        ("lp1", (6500.0,)),
     ],
 )
 def test_biquad_response_matches_scipy_freqz(kind, args):
@@ -34,6 +35,8 @@ def test_biquad_response_matches_scipy_freqz(kind, args):
         b, a = filters.peak_coefs(*t, SR)
     elif kind == "hp1":
         b, a = filters.highpass1_coefs(*t, SR)
+    elif kind == "lp1":
+        b, a = filters.lowpass1_coefs(*t, SR)
     else:
         b, a = filters.shelf_coefs(*t, SR, high=kind == "high")
     n_fft = 4096
@@ -44,7 +47,7 @@ def test_biquad_response_matches_scipy_freqz(kind, args):
     _, ref_at = scipy.signal.freqz(b.numpy(), a.numpy(), worN=freqs, fs=SR)
     np.testing.assert_allclose(filters.response_at(b, a, freqs, SR).numpy(), ref_at, rtol=1e-9)
     # and the coefficients mean what their names say: the gain at the centre (bell) or far side (shelf)
-    if kind != "hp1":
+    if kind not in ("hp1", "lp1"):
         probe = {"peak": args[0], "low": 20.0, "high": 20000.0}[kind]
         _, at_probe = scipy.signal.freqz(b.numpy(), a.numpy(), worN=[probe], fs=SR)
         assert 20 * np.log10(abs(at_probe[0])) == pytest.approx(args[1], abs=0.3 if kind == "peak" else 0.6)
@@ -112,6 +115,7 @@ def test_gradients_reach_every_parameter():
     settings = chain.settings()
     settings["compressor"]["threshold_db"] = -40.0
     settings["saturation"]["drive_db"] = 12.0
+    settings["lowpass"]["freq_hz"] = 5000.0
     # a section at 0 dB is the identity whatever its frequency and Q: give each some gain
     for effect, gain in (("low_shelf", 3.0), ("bell0", -4.0), ("bell1", 5.0), ("high_shelf", -3.0)):
         settings[effect]["gain_db"] = gain
@@ -121,7 +125,7 @@ def test_gradients_reach_every_parameter():
     loss = torch.mean((torch.fft.rfft(chain(x)).abs() - torch.fft.rfft(target).abs()) ** 2)
     loss.backward()
     names = [n for n, _ in chain.named_parameters()]
-    assert len(names) == 1 + 3 + 2 * 3 + 3 + 5 + 1 + 2
+    assert len(names) == 1 + 1 + 1 + 3 + 2 * 3 + 3 + 5 + 2  # hp, drive, low-pass, shelves, bells, comp, reverb
     for name, p in chain.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().item() > 0, name

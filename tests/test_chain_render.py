@@ -40,6 +40,32 @@ def test_pedalboard_eq_response_within_half_a_db():
     assert np.max(np.abs(rendered_db - chain_db)) < 0.5
 
 
+def test_pedalboard_cabinet_low_pass_within_half_a_db():
+    """A saturation chain's low-pass (two first-order sections) through pedalboard's LowpassFilter."""
+    s = Chain(ChainConfig(sr=SR, n_bells=1, saturation=True, reverb=False)).settings()
+    assert s["config"]["lowpass"] and list(s)[list(s).index("saturation") + 1] == "lowpass"
+    s["highpass"]["freq_hz"] = 40.0
+    s["saturation"]["drive_db"] = 0.0
+    s["lowpass"]["freq_hz"] = 6500.0
+    s["compressor"].update(ratio=1.0)
+    n = 1 << 16
+    impulse = np.zeros((1, n), np.float32)
+    impulse[0, 0] = 1e-3  # tanh is linear here
+    h = render_pedalboard(s, impulse, SR)[0].astype(np.float64) / 1e-3
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    band = (freqs >= 50) & (freqs <= 16000)
+    rendered_db = 20 * np.log10(np.abs(np.fft.rfft(h))[band])
+    chain_db = Chain.from_settings(s).eq_response_db(freqs[band]).detach().numpy()
+    assert chain_db[-1] < -15  # two sections at 6.5 kHz: well down at 16 kHz
+    assert np.max(np.abs(rendered_db - chain_db)) < 0.5
+
+
+def test_low_pass_limit_is_the_same_in_both_renderers():
+    from stemdae.chain import filters, render
+
+    assert render.LOWPASS_MAX_FRACTION == filters.LOWPASS_MAX_FRACTION
+
+
 def test_pedalboard_compressor_static_gain_within_half_a_db():
     s = Chain(ChainConfig(sr=SR, n_bells=1, reverb=False)).settings()
     s["highpass"]["freq_hz"] = 10.0
@@ -124,3 +150,15 @@ def test_saved_chain_loads_with_weights_only(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="junk.pt"):
         Chain.load(tmp_path / "junk.pt")
+
+
+def test_a_saturation_chain_saved_before_the_low_pass_still_loads_and_renders():
+    s = Chain(ChainConfig(sr=SR, n_bells=1, saturation=True, lowpass=False, reverb=False)).settings()
+    del s["config"]["lowpass"]  # what files written before the low-pass existed hold
+    assert "lowpass" not in s
+    chain = Chain.from_settings(s)
+    assert chain.config.saturation and chain.config.lowpass is False
+    x = (0.1 * np.random.default_rng(0).standard_normal(SR // 4)).astype(np.float32)
+    with torch.no_grad():
+        ours = chain(torch.from_numpy(x)[None])[0].numpy()
+    np.testing.assert_allclose(render_pedalboard(s, x[None], SR)[0], ours, atol=1e-4)

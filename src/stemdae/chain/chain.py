@@ -1,8 +1,9 @@
 """``Chain``: an engineer's chain per group as one differentiable ``nn.Module``.
 
-Order: high-pass (two first-order sections, 12 dB/octave) -> low shelf ->
-``n_bells`` peaking bells -> high shelf -> compressor -> make-up gain ->
-saturation (optional) -> reverb (optional). Every setting is a logit mapped
+Order: high-pass (two first-order sections, 12 dB/octave) -> saturation and a
+low-pass (optional: an amp and its cabinet, two first-order sections) -> low shelf ->
+``n_bells`` peaking bells -> high shelf -> compressor -> make-up gain -> reverb
+(optional). Every setting is a logit mapped
 into its engineer range (``ranges.py``); ``settings()`` reads them out in Hz,
 dB, Q, ratio, ms and s as a JSON-ready dict, and ``from_settings()`` builds
 the chain back from such a dict. ``render.py`` plays the same dict through
@@ -36,6 +37,16 @@ class ChainConfig:
     reverb_ir_s: float = 1.0
     reverb_seed: int = 0
     eq_tail_s: float = 0.5  # zero padding for the EQ's IIR tail (see filters.py)
+    lowpass: bool | None = None  # None: with the saturation (the amp's cabinet)
+
+    def __post_init__(self) -> None:
+        if self.lowpass is None:
+            object.__setattr__(self, "lowpass", self.saturation)
+
+
+def config_from_dict(d: dict) -> ChainConfig:
+    """A :class:`ChainConfig` from its saved dict; a dict without ``lowpass`` (an older file) has none."""
+    return ChainConfig(**{"lowpass": False, **d})
 
 
 class Chain(nn.Module):
@@ -57,10 +68,11 @@ class Chain(nn.Module):
     def _effects(self) -> list[tuple[str, str]]:
         """(effect key in settings, range family) in signal order."""
         c = self.config
-        effects = [("highpass", "highpass"), ("low_shelf", "low_shelf")]
-        effects += [(f"bell{i}", "bell") for i in range(c.n_bells)]
-        effects += [("high_shelf", "high_shelf"), ("compressor", "compressor")]
+        effects = [("highpass", "highpass")]
         effects += [("saturation", "saturation")] if c.saturation else []
+        effects += [("lowpass", "lowpass")] if c.lowpass else []
+        effects += [("low_shelf", "low_shelf")] + [(f"bell{i}", "bell") for i in range(c.n_bells)]
+        effects += [("high_shelf", "high_shelf"), ("compressor", "compressor")]
         effects += [("reverb", "reverb")] if c.reverb else []
         return effects
 
@@ -115,7 +127,7 @@ class Chain(nn.Module):
         if not isinstance(settings, dict) or settings.get("format") != FORMAT:
             raise ModelError(f"chain settings: expected format {FORMAT!r}, found {_get(settings, 'format')!r}")
         try:
-            chain = cls(ChainConfig(**settings["config"]))
+            chain = cls(config_from_dict(settings["config"]))
         except (KeyError, TypeError) as exc:
             raise ModelError(f"chain settings: bad 'config': {exc}") from None
         with torch.no_grad():
@@ -136,15 +148,18 @@ class Chain(nn.Module):
     @classmethod
     def load(cls, path: Path) -> "Chain":
         blob = load_blob(path, FORMAT)
-        chain = cls(ChainConfig(**blob["config"]))
+        chain = cls(config_from_dict(blob["config"]))
         chain.load_state_dict(blob["state_dict"])
         return chain
 
 
 def eq_coefs(v: dict, config: ChainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """EQ sections of settings ``v`` (values scalar or ``(batch,)``): ``(b, a)``, each ``(..., n_sections, 3)``."""
+    """The linear filters of settings ``v`` (values scalar or ``(batch,)``) in signal order: ``(b, a)``,
+    each ``(..., n_sections, 3)``; the first two sections are the high-pass (the saturation comes after them)."""
     sr = config.sr
     sections = [filters.highpass1_coefs(v["highpass"]["freq_hz"], sr)] * 2
+    if config.lowpass:
+        sections += [filters.lowpass1_coefs(v["lowpass"]["freq_hz"], sr)] * 2
     ls, hs = v["low_shelf"], v["high_shelf"]
     sections.append(filters.shelf_coefs(ls["freq_hz"], ls["gain_db"], ls["q"], sr, high=False))
     for i in range(config.n_bells):
@@ -162,14 +177,17 @@ def process(x: torch.Tensor, v: dict, config: ChainConfig, noise: torch.Tensor |
     col = lambda t: t.reshape(-1, 1)  # noqa: E731  scalar or (batch,) -> broadcasts over samples
     n_fft = filters.fft_len(x.shape[-1], int(config.eq_tail_s * sr))
     b, a = eq_coefs(v, config)
-    y = filters.apply_response(x, filters.cascade_response(b, a, n_fft), n_fft)
+    if config.saturation:  # high-pass -> tanh -> the other filters
+        y = filters.apply_response(x, filters.cascade_response(b[..., :2, :], a[..., :2, :], n_fft), n_fft)
+        drive = 10 ** (col(v["saturation"]["drive_db"]) / 20)
+        y = torch.tanh(drive * y) / drive
+        y = filters.apply_response(y, filters.cascade_response(b[..., 2:, :], a[..., 2:, :], n_fft), n_fft)
+    else:
+        y = filters.apply_response(x, filters.cascade_response(b, a, n_fft), n_fft)
     comp = v["compressor"]
     y = compress(y, threshold_db=comp["threshold_db"], ratio=comp["ratio"], attack_ms=comp["attack_ms"],
                  release_ms=comp["release_ms"], sr=sr)
     y = y * 10 ** (col(comp["makeup_db"]) / 20)
-    if config.saturation:
-        drive = 10 ** (col(v["saturation"]["drive_db"]) / 20)
-        y = torch.tanh(drive * y) / drive
     if config.reverb:
         ir = impulse_response(noise, col(v["reverb"]["rt60_s"]), sr)
         y = add_reverb(y, ir, col(v["reverb"]["wet_db"]))

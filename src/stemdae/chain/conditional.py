@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stemdae.chain.chain import Chain, ChainConfig, load_blob, process
+from stemdae.chain.chain import Chain, ChainConfig, config_from_dict, load_blob, process
 from stemdae.chain.fit import as_pairs, torch_threads, train
 from stemdae.chain.ranges import RANGES
 from stemdae.chain.record import CONDITIONAL_FORMAT as FORMAT
@@ -96,7 +96,7 @@ class ConditionalChain(nn.Module):
     @classmethod
     def from_blob(cls, blob: dict) -> "ConditionalChain":
         """The model of a loaded ``conditional.pt`` (``load_blob``'s dict)."""
-        model = cls(ChainConfig(**blob["config"]), hidden=blob["hidden"])
+        model = cls(config_from_dict(blob["config"]), hidden=blob["hidden"])
         model.load_state_dict(blob["state_dict"])
         model.eval()
         return model

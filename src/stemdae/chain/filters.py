@@ -2,8 +2,8 @@
 
 The coefficients are the ones JUCE (and so pedalboard) uses for
 ``PeakFilter``, ``LowShelfFilter``, ``HighShelfFilter`` (RBJ cookbook, gain as
-``A = 10**(gain_db/40)``) and ``HighpassFilter`` (first-order, bilinear with
-prewarping). A filter is applied by multiplying the spectrum of the
+``A = 10**(gain_db/40)``), ``HighpassFilter`` and ``LowpassFilter`` (first-order,
+bilinear with prewarping). A filter is applied by multiplying the spectrum of the
 zero-padded signal by ``H(e^jw)``: with enough padding the IIR tail that wraps
 around is negligible, so the result equals the recursive filter started from
 rest (what pedalboard computes) to float precision, and it costs one FFT pair
@@ -63,6 +63,22 @@ def highpass1_coefs(freq_hz, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
     """First-order high-pass of JUCE/pedalboard ``HighpassFilter``: ``b=[1,-1]``, ``a=[n+1,n-1]``."""
     n = torch.tan(math.pi * freq_hz / sr)
     b = torch.stack([torch.ones_like(n), -torch.ones_like(n), torch.zeros_like(n)], -1)
+    a = torch.stack([n + 1, n - 1, torch.zeros_like(n)], -1)
+    return b, a
+
+
+#: A low-pass's cutoff is at most this fraction of the rate (its range reaches 19.5 kHz, which a
+#: 22.05 kHz chain cannot have); the renderer (chain/render.py) applies the same limit.
+LOWPASS_MAX_FRACTION = 0.45
+
+
+def lowpass1_coefs(freq_hz, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First-order low-pass of JUCE/pedalboard ``LowpassFilter``: ``b=[n,n]``, ``a=[n+1,n-1]``.
+
+    The cutoff is limited to ``LOWPASS_MAX_FRACTION * sr``.
+    """
+    n = torch.tan(math.pi * torch.clamp(torch.as_tensor(freq_hz), max=LOWPASS_MAX_FRACTION * sr) / sr)
+    b = torch.stack([n, n, torch.zeros_like(n)], -1)
     a = torch.stack([n + 1, n - 1, torch.zeros_like(n)], -1)
     return b, a
 

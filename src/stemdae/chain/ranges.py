@@ -58,6 +58,9 @@ RANGES: dict[str, dict[str, Range]] = {
         "makeup_db": Range(-24.0, 24.0),
     },
     "saturation": {"drive_db": Range(0.0, 30.0)},
+    # the cabinet after the saturation (two first-order sections); the top stays below
+    # filters.LOWPASS_MAX_FRACTION of 44.1 kHz, so the gradient never meets that clamp there
+    "lowpass": {"freq_hz": Range(1000.0, 19500.0, log=True)},
     "reverb": {"rt60_s": Range(0.05, 3.0, log=True), "wet_db": Range(-60.0, 0.0)},
 }
 
@@ -68,6 +71,7 @@ INITIAL: dict[str, dict[str, float]] = {
     "high_shelf": {"freq_hz": 6000.0, "gain_db": 0.0, "q": 0.707},
     "compressor": {"threshold_db": -30.0, "ratio": 2.0, "attack_ms": 5.0, "release_ms": 100.0, "makeup_db": 0.0},
     "saturation": {"drive_db": 1.0},
+    "lowpass": {"freq_hz": 16000.0},
     "reverb": {"rt60_s": 0.5, "wet_db": -30.0},
 }
 

@@ -2,9 +2,10 @@
 
 Each effect maps onto the pedalboard plugin whose definition the
 differentiable one copies: two ``HighpassFilter`` (first-order each),
+``Distortion`` then ``Gain(-drive)`` for ``tanh(g x) / g`` and two
+``LowpassFilter`` (the amp and its cabinet, where the chain has them),
 ``LowShelfFilter``/``PeakFilter``/``HighShelfFilter`` (RBJ), ``Compressor``
-(peak ballistics, hard knee) then ``Gain`` for make-up, ``Distortion`` then
-``Gain(-drive)`` for ``tanh(g x) / g``, and a ``Mix`` of the dry path with a
+(peak ballistics, hard knee) then ``Gain`` for make-up, and a ``Mix`` of the dry path with a
 ``Convolution`` by the same seeded impulse response. JUCE's convolution scales
 every impulse response to an energy of ``0.125**2``; ours has unit energy, so
 the wet path gains ``-20 log10(0.125)`` dB back.
@@ -22,6 +23,7 @@ from stemdae.chain.reverb import reverb_noise
 from stemdae.errors import AudioError, ModelError
 
 JUCE_IR_NORM_DB = -20 * math.log10(0.125)
+LOWPASS_MAX_FRACTION = 0.45  # = stemdae.chain.filters.LOWPASS_MAX_FRACTION (not imported: it imports torch)
 
 
 def build_board(settings: dict) -> pb.Pedalboard:
@@ -37,6 +39,12 @@ def build_board(settings: dict) -> pb.Pedalboard:
 def _plugins(s: dict) -> list:
     cfg = s["config"]
     plugins = [pb.HighpassFilter(cutoff_frequency_hz=s["highpass"]["freq_hz"]) for _ in range(2)]
+    if cfg["saturation"]:
+        drive = s["saturation"]["drive_db"]
+        plugins += [pb.Distortion(drive_db=drive), pb.Gain(gain_db=-drive)]
+    if cfg.get("lowpass", False):  # absent in files written before the low-pass existed
+        cutoff = min(s["lowpass"]["freq_hz"], LOWPASS_MAX_FRACTION * cfg["sr"])
+        plugins += [pb.LowpassFilter(cutoff_frequency_hz=cutoff) for _ in range(2)]
     ls, hs = s["low_shelf"], s["high_shelf"]
     plugins.append(pb.LowShelfFilter(cutoff_frequency_hz=ls["freq_hz"], gain_db=ls["gain_db"], q=ls["q"]))
     for i in range(cfg["n_bells"]):
@@ -50,9 +58,6 @@ def _plugins(s: dict) -> list:
         )
     )
     plugins.append(pb.Gain(gain_db=comp["makeup_db"]))
-    if cfg["saturation"]:
-        drive = s["saturation"]["drive_db"]
-        plugins += [pb.Distortion(drive_db=drive), pb.Gain(gain_db=-drive)]
     if cfg["reverb"]:
         rev = s["reverb"]
         noise = reverb_noise(cfg["sr"], ir_s=cfg["reverb_ir_s"], seed=cfg["reverb_seed"]).astype(np.float64)
