@@ -105,3 +105,49 @@ def test_crossval_shifted_evaluates_every_fold_model_on_every_shifted_song(proje
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["shifted"]["bass"]["n_songs"] == s.loc[s["group"] == "bass", "song"].nunique() == 2
     assert "## Timbre-shifted songs" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_chain_crossval_scores_the_chain_beside_the_folds_own_dae(project):
+    from stemdae.chain.crossval import run as chain_run
+
+    params, paths = tiny(project), Paths(project)
+    params = params.model_copy(update={"chain": params.chain.model_copy(update={
+        "bells": 1, "reverb": False, "crop_s": 0.5, "batch": 2, "saturation_groups": ["keys"]})})
+    shifted = project / "shifted"
+    if not shifted.is_dir():
+        synthesize_corpus(shifted, SynthOptions(n_songs=2, seconds=12.0, seed=7, sr=22050, n_jobs=1, style="shifted"))
+    crossval.run(params, paths, k=2, seeds=1, log_mlflow=False, shifted=shifted)  # the DAE rows (resumed)
+    files = chain_run(params, paths, seeds=1, steps=3, shifted=shifted)
+    out = project / "reports" / "crossval" / "chain"
+    assert {f.name for f in files} == {"metrics.json", "report.md", "per_song.csv", "per_song_shifted.csv"}
+    songs = pd.read_csv(out / "per_song.csv")
+    dae_songs = pd.read_csv(project / "reports" / "crossval" / "per_song.csv")
+    assert set(songs["method"]) == {"dae", "identity", "static_eq", "static_eq_gain", "chain_preset"}
+    assert set(songs["song"]) == set(dae_songs["song"])  # every song, tested once, as in the DAE's folds
+    # the DAE beside the chain is the cross-validation's own model on the same segments
+    key = ["song", "group", "instrument", "fold", "seed"]
+    pd.testing.assert_frame_equal(songs[songs.method == "dae"].reset_index(drop=True)[key + ["spectral_mae"]],
+                                  dae_songs[dae_songs.method == "dae"].reset_index(drop=True)[key + ["spectral_mae"]])
+    folds = json.loads((project / "work" / "crossval" / "folds.json").read_text())
+    for fold, test in enumerate(folds):  # each chain was fitted without its fold's test and validation songs
+        for group in ("bass", "keys"):
+            fit = json.loads((project / f"work/crossval/chain/fold{fold}/seed0/models/chain/{group}/fit_summary.json")
+                             .read_text())
+            assert fit["validation_songs"] and not set(fit["validation_songs"]) & set(test)
+            fold_train = pd.read_csv(project / f"work/crossval/common/k2-split0/fold{fold}/work/segments/manifest.csv")
+            fold_train = fold_train[(fold_train.group == group) & (fold_train.split == "train")]
+            assert fit["pairs"] == (~fold_train["song"].isin(fit["validation_songs"])).sum()
+    keys = json.loads((project / "work/crossval/chain/fold0/seed0/models/chain/keys/settings.json").read_text())
+    assert keys["config"]["saturation"] and keys["config"]["lowpass"]  # the chain params of this run were used
+    metrics = json.loads((out / "metrics.json").read_text())
+    c = metrics["groups"]["chain_preset"]["bass"]
+    assert 0 <= c["chain_preset_vs_dae"]["p_value"] <= 1 and c["n_songs"] == songs[songs.group == "bass"].song.nunique()
+    assert set(pd.read_csv(out / "per_song_shifted.csv")["song"]) == {p.name for p in shifted.iterdir() if p.is_dir()}
+    report = (out / "report.md").read_text()
+    assert "÷ DAE" in report and "timbre-shifted songs" in report
+    # resumable: a second run fits and evaluates nothing, and writes the same report
+    results = sorted((project / "work/crossval/chain/results").glob("*.csv"))
+    mtimes = [f.stat().st_mtime_ns for f in results]
+    chain_run(params, paths, seeds=1, steps=3, shifted=shifted)
+    assert [f.stat().st_mtime_ns for f in results] == mtimes and (out / "report.md").read_text() == report

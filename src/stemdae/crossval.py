@@ -190,8 +190,11 @@ def prepare_shifted(params: Params, corpus: Path, root: Path) -> Paths:
 
 
 def _shifted_unit(params: Params, fold_ws: Paths, shifted_ws: Paths, corpus: Path, root: Path, fold: int,
-                  seed: int, group: str) -> pd.DataFrame:
-    """The (fold, seed) model of ``group`` and the baselines fitted on its training songs, on the shifted songs."""
+                  seed: int, group: str, extra: dict | None = None) -> pd.DataFrame:
+    """The (fold, seed) model of ``group`` and the baselines fitted on its training songs, on the shifted songs.
+
+    ``extra``: more methods, as :func:`stemdae.evaluate.evaluate_group`'s (the fold's chain models).
+    """
     from stemdae import evaluate
 
     ws = Paths(root / f"fold{fold}" / "shifted")
@@ -207,7 +210,7 @@ def _shifted_unit(params: Params, fold_ws: Paths, shifted_ws: Paths, corpus: Pat
         "training": params.training.model_copy(update={"seed": seed}),
         "evaluation": params.evaluation.model_copy(update={"n_examples": 0})})
     model_dir = root / f"fold{fold}" / f"seed{seed}" / "models" / group
-    table = evaluate.evaluate_group(group, evp, ws, model_dir=model_dir).table
+    table = evaluate.evaluate_group(group, evp, ws, model_dir=model_dir, extra=extra).table
     if not table.empty:
         table.insert(0, "seed", seed)
         table.insert(0, "fold", fold)

@@ -54,26 +54,33 @@ def _song_values(songs: pd.DataFrame, group: str, method: str, metric: str) -> p
     return sub.groupby("song")[metric].mean()
 
 
-def summarize(songs: pd.DataFrame, *, metric: str = "spectral_mae", confidence: float = 0.95) -> dict[str, Any]:
-    """``group -> {method: interval, dae_vs_<b>: paired test, seed_spread, n_songs}`` (numbers only)."""
+def summarize(songs: pd.DataFrame, *, metric: str = "spectral_mae", confidence: float = 0.95,
+              subject: str = "dae", others: tuple[str, ...] = BASELINES) -> dict[str, Any]:
+    """``group -> {method: interval, <subject>_vs_<other>: paired test, seed_spread, n_songs}`` (numbers only).
+
+    ``subject``: the method compared song by song with each of ``others`` (the DAE with the baselines;
+    a chain mode with the DAE and the baselines, :mod:`stemdae.chain.crossval`).
+    """
     out: dict[str, Any] = {}
     for group in sorted(songs["group"].unique()) if not songs.empty else []:
         g: dict[str, Any] = {}
-        dae = _song_values(songs, group, "dae", metric)
-        g["n_songs"] = int(dae.size)
-        for method in ("dae", *BASELINES):
+        subj = _song_values(songs, group, subject, metric)
+        if not subj.size:
+            continue
+        g["n_songs"] = int(subj.size)
+        for method in (subject, *others):
             v = _song_values(songs, group, method, metric)
             if v.size:
                 g[method] = {m: _clean(mean_interval(_song_values(songs, group, method, m).to_numpy(),
                                                      confidence=confidence)) for m in METRICS
                              if m in songs.columns}
-        for b in BASELINES:
+        for b in others:
             base = _song_values(songs, group, b, metric)
-            common = dae.index.intersection(base.index)
+            common = subj.index.intersection(base.index)
             if len(common):
-                g[f"dae_vs_{b}"] = _clean(paired_test(dae[common].to_numpy(), base[common].to_numpy(),
-                                                      confidence=confidence))
-        per_seed = songs[(songs["group"] == group) & (songs["method"] == "dae")].groupby(["seed", "song"])[metric] \
+                g[f"{subject}_vs_{b}"] = _clean(paired_test(subj[common].to_numpy(), base[common].to_numpy(),
+                                                            confidence=confidence))
+        per_seed = songs[(songs["group"] == group) & (songs["method"] == subject)].groupby(["seed", "song"])[metric] \
             .mean().groupby("seed").mean()
         if per_seed.size:
             g["seed_spread"] = _clean({"n_seeds": int(per_seed.size), "min": per_seed.min(), "max": per_seed.max(),
@@ -109,17 +116,23 @@ def markdown(summary: dict[str, Any], *, metric: str, folds: list[list[str]], se
     return "\n".join(lines) + "\n"
 
 
-def _tables(summary: dict[str, Any], metric: str, what: str) -> list[str]:
-    lines = [f"| group | songs | DAE | ÷ identity | ÷ static EQ | ÷ static EQ + gain | DAE seed spread (min–max) |",
-             "|---|---|---|---|---|---|---|"]
+NAMES = {"dae": "DAE", "identity": "identity", "static_eq": "static EQ", "static_eq_gain": "static EQ + gain",
+         "chain_preset": "chain (preset)", "chain_conditional": "chain (conditional)"}
+
+
+def _tables(summary: dict[str, Any], metric: str, what: str, *, subject: str = "dae",
+            others: tuple[str, ...] = BASELINES) -> list[str]:
+    name = NAMES.get(subject, subject)
+    lines = [f"| group | songs | {name} | " + " | ".join(f"÷ {NAMES.get(b, b)}" for b in others)
+             + f" | {name} seed spread (min–max) |", "|---|---|---|" + "---|" * len(others) + "---|"]
     lost = []
     for group, g in summary.items():
-        if "dae" not in g:
+        if subject not in g:
             continue
-        d = g["dae"].get(metric, {})
+        d = g[subject].get(metric, {})
         cells = [f"{d.get('mean', float('nan')):.4g} [{d.get('low', float('nan')):.3g}, {d.get('high', float('nan')):.3g}]"]
-        for b in BASELINES:
-            c = g.get(f"dae_vs_{b}")
+        for b in others:
+            c = g.get(f"{subject}_vs_{b}")
             if not c:
                 cells.append("n/a")
                 continue
@@ -130,7 +143,7 @@ def _tables(summary: dict[str, Any], metric: str, what: str) -> list[str]:
         sp = g.get("seed_spread", {})
         cells.append(f"{sp.get('min', float('nan')):.4g}–{sp.get('max', float('nan')):.4g}")
         lines.append(f"| {group} | {g['n_songs']} | " + " | ".join(cells) + " |")
-    lines += ["", f"Where the DAE does not win clearly on {what} (ratio ≥ 1 or p ≥ 0.05): "
+    lines += ["", f"Where the {name} does not win clearly on {what} (ratio ≥ 1 or p ≥ 0.05): "
               + ("; ".join(lost) if lost else "nowhere") + "."]
     return lines
 
