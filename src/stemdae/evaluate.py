@@ -25,7 +25,10 @@ weighted-median choice is made inside those training songs
 
 Outputs: ``reports/metrics.json``, ``reports/evaluation.md``,
 ``reports/plots/per_bin_error.csv``, ``reports/figures/`` (PNGs and
-``per_bin_error_by_group.csv``).
+``per_bin_error_by_group.csv``). Modules: this one scores (rows per segment
+and method) and runs the stage; :mod:`stemdae.evaluate_results` holds the
+result type and the statistics, :mod:`stemdae.evaluate_report` the report and
+figures, :mod:`stemdae.evaluate_tracking` the MLflow side.
 """
 
 from __future__ import annotations
@@ -33,55 +36,39 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from stemdae import baselines, chaincheck, plots
+from stemdae import baselines, chaincheck, evaluate_report, evaluate_tracking
 from stemdae.config import Params, Paths
 from stemdae.dsp import metrics as M
 from stemdae.dsp.stft import istft, magnitude_phase
 from stemdae.errors import ModelError, StemdaeError
+from stemdae.evaluate_results import (  # re-exported: the evaluation's vocabulary lives there
+    BASELINES,
+    CORE,
+    HIGHER_IS_BETTER,
+    METHODS,
+    GroupResult,
+    beats_every_baseline,
+    compare,
+    losses,
+    metrics_json,
+    per_bin_frame,
+    summary_table,
+)
 from stemdae.io import write_text
 from stemdae.summary import Summary
 from stemdae.writeguard import writing
 
 log = logging.getLogger(__name__)
 
-METHODS = ("dae", "identity", "static_eq", "static_eq_gain")
-BASELINES = METHODS[1:]
-CORE = ("spectral_mae", "lsd_db", "mrstft", "si_sdr", "si_sdr_oracle", "si_sdr_phase_gap")
-HIGHER_IS_BETTER = {"si_sdr", "si_sdr_oracle"}
-
-
-@dataclass
-class GroupResult:
-    """What one group's evaluation produced (rows: one per segment and method)."""
-
-    group: str
-    status: str = "not evaluated"
-    messages: list[str] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    per_bin_sum: dict[str, np.ndarray] = field(default_factory=dict)
-    per_bin_frames: dict[str, int] = field(default_factory=dict)
-    chain_records: list[dict[str, Any]] = field(default_factory=list)
-    eq: baselines.StaticEQ | None = None
-    dae_nonfinite: int = 0
-    champion: str = ""
-    examples: list[dict[str, Any]] = field(default_factory=list)
-    # The same evaluation on the validation songs (carved from the training songs): decides the champion.
-    validation: GroupResult | None = None
-    validation_songs: list[str] = field(default_factory=list)
-
-    @property
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows)
-
-    def has(self, method: str) -> bool:
-        return any(r["method"] == method for r in self.rows)
+__all__ = ["BASELINES", "CORE", "HIGHER_IS_BETTER", "METHODS", "GroupResult", "WaveMethod", "beats_every_baseline",
+           "compare", "decide_champion", "evaluate_group", "losses", "metrics_json", "per_bin_frame", "run",
+           "summary_table", "validation_songs"]
 
 
 # ------------------------------------------------------------------ loading
@@ -303,336 +290,6 @@ def decide_champion(res: GroupResult, params: Params) -> str:
     return ("yes: " if ok else "no: ") + f"on {len(res.validation_songs)} validation song(s), " + why
 
 
-# ------------------------------------------------------------------ aggregation
-
-
-def summary_table(res: GroupResult, confidence: float) -> dict[str, dict[str, dict[str, float]]]:
-    """``method -> metric -> mean_ci(...)`` over the group's segments."""
-    df = res.table
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    if df.empty:
-        return out
-    metric_cols = [c for c in df.columns if c not in ("group", "pair_id", "song", "instrument", "method")]
-    for method, sub in df.groupby("method"):
-        out[str(method)] = {c: M.mean_ci(sub[c].to_numpy(), confidence=confidence) for c in metric_cols}
-    return out
-
-
-def compare(stats: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """DAE vs each baseline: ``dae/baseline`` for lower-better metrics, ``dae - baseline`` (dB) for SI-SDR."""
-    out: dict[str, dict[str, float]] = {}
-    if "dae" not in stats:
-        return out
-    for b in BASELINES:
-        if b not in stats:
-            continue
-        d: dict[str, float] = {}
-        for metric, s in stats["dae"].items():
-            if metric == "si_sdr_phase_gap" or metric not in stats[b]:
-                continue
-            x, y = s["mean"], stats[b][metric]["mean"]
-            if metric in HIGHER_IS_BETTER:
-                d[metric] = x - y
-            elif y > 0:
-                d[metric] = x / y
-        out[b] = d
-    return out
-
-
-def losses(ratios: dict[str, dict[str, float]]) -> list[str]:
-    """Metrics on which the DAE is worse than a baseline, as ``metric vs baseline``."""
-    lost = []
-    for b, d in ratios.items():
-        for metric, v in d.items():
-            if (metric in HIGHER_IS_BETTER and v < 0) or (metric not in HIGHER_IS_BETTER and v > 1):
-                lost.append(f"{metric} vs {b}")
-    return lost
-
-
-def beats_every_baseline(res: GroupResult, stats: dict, metric: str) -> tuple[bool, str]:
-    """The champion rule; returns (decision, reason)."""
-    if "dae" not in stats:
-        return False, "no DAE output was evaluated"
-    if res.dae_nonfinite:
-        return False, f"the DAE gave non-finite output on {res.dae_nonfinite} segment(s)"
-    missing = [b for b in BASELINES if b not in stats]
-    if missing:
-        return False, f"baseline(s) {', '.join(missing)} could not be evaluated, so the rule cannot be checked"
-    dae = stats["dae"][metric]["mean"]
-    worse = [f"{b} ({stats[b][metric]['mean']:.4g})" for b in BASELINES if not dae < stats[b][metric]["mean"]]
-    if worse:
-        return False, f"DAE {metric} {dae:.4g} does not beat " + ", ".join(worse)
-    best = min(stats[b][metric]["mean"] for b in BASELINES)
-    return True, f"DAE {metric} {dae:.4g} < best baseline {best:.4g}"
-
-
-def metrics_json(results: list[GroupResult], confidence: float) -> dict[str, Any]:
-    """Nested ``group -> method -> metric -> mean`` plus ratios, counts and the champion flag (numbers only)."""
-    out: dict[str, Any] = {}
-    for res in results:
-        stats = summary_table(res, confidence)
-        g: dict[str, Any] = {"n_segments": int(res.table["pair_id"].nunique()) if res.rows else 0}
-        for method, ms in stats.items():
-            g[method] = {k: v["mean"] for k, v in ms.items() if np.isfinite(v["mean"])}
-        for b, d in compare(stats).items():
-            g[f"dae_vs_{b}"] = {k: v for k, v in d.items() if np.isfinite(v)}
-        g["champion"] = int(res.champion.startswith("yes"))
-        if res.validation is not None and res.validation.rows:
-            vstats = summary_table(res.validation, confidence)
-            g["validation"] = {m: {k: v["mean"] for k, v in ms.items() if k in CORE and np.isfinite(v["mean"])}
-                               for m, ms in vstats.items()}
-        out[res.group] = g
-    return out
-
-
-def per_bin_frame(results: list[GroupResult], sr: int, n_fft: int) -> pd.DataFrame:
-    """MAE per bin pooled over all test frames of the groups where every method was evaluated.
-
-    When no group has all four methods, each method is pooled over the groups that have it.
-    """
-    complete = [r for r in results if all(m in r.per_bin_frames for m in METHODS)]
-    pool = complete or results
-    df = pd.DataFrame({"frequency_hz": np.fft.rfftfreq(n_fft, 1 / sr)})
-    for m in METHODS:
-        tot = sum((r.per_bin_sum[m] for r in pool if m in r.per_bin_sum), np.zeros(len(df)))
-        n = sum(r.per_bin_frames.get(m, 0) for r in pool)
-        df[m] = tot / n if n else np.nan
-    return df
-
-
-# ------------------------------------------------------------------ champion and MLflow
-
-
-def _connect(params: Params, paths: Paths, results: list[GroupResult]) -> Any:
-    """The ``tracking`` module, configured; None (with a message per group) when MLflow is unavailable."""
-    try:
-        from stemdae import tracking
-
-        tracking.configure(params.tracking, paths.root)
-        return tracking
-    except Exception as err:
-        for res in (r for r in results if r.has("dae")):
-            if res.champion.startswith("yes"):
-                res.champion = f"no (MLflow unavailable, alias not set); {res.champion[5:]}"
-            res.messages.append(f"MLflow not reached ({type(err).__name__}: {err}); nothing logged")
-        return None
-
-
-def _promote(tracking: Any, params: Params, paths: Paths, results: list[GroupResult]) -> dict[str, dict]:
-    """Set the ``champion`` alias where the rule allows it; returns the run info per group."""
-    infos: dict[str, dict] = {}
-    for res in results:
-        if not res.has("dae"):
-            continue
-        model_dir = paths.model_dir(res.group)
-        try:
-            infos[res.group] = info = tracking.read_run_info(model_dir)
-        except Exception as err:
-            res.messages.append(f"{model_dir}/mlflow.json: unreadable ({err}); metrics not logged, no alias set")
-            if res.champion.startswith("yes"):
-                res.champion = f"no (no registered version to promote); {res.champion[5:]}"
-            continue
-        name = f"{params.tracking.registry_prefix}{res.group}"
-        version = info.get("registered_version")
-        try:
-            previous = tracking.get_alias_version(name, "champion")
-        except Exception:
-            previous = None
-        if res.champion.startswith("yes") and version is not None:
-            try:
-                tracking.set_alias(name, version, "champion")
-                res.champion += f"; {name} version {version} is now champion (was {previous or 'none'})"
-            except Exception as err:
-                res.champion = f"no (setting the alias failed: {err}); {res.champion[5:]}"
-        elif res.champion.startswith("yes"):
-            res.champion = f"no (the model has no registered version); {res.champion[5:]}"
-        else:
-            res.champion += f"; champion stays {f'version {previous}' if previous else 'unset'}"
-    return infos
-
-
-def _log_runs(tracking: Any, infos: dict[str, dict], results: list[GroupResult], artifacts: list[Path],
-              flat: dict[str, dict[str, float]]) -> list[str]:
-    """Log each group's metrics and the report files to its training run; returns failure messages."""
-    problems = []
-    for res in results:
-        run_id = infos.get(res.group, {}).get("run_id")
-        if not run_id:
-            continue
-        try:
-            tracking.log_metrics_to_run(run_id, flat.get(res.group, {}))
-            tracking.log_artifacts_to_run(run_id, [p for p in artifacts if p.exists()])
-        except Exception as err:
-            problems.append(f"{res.group}: logging to MLflow run {run_id} failed ({err})")
-    return problems
-
-
-def _flat_for_mlflow(results: list[GroupResult], confidence: float) -> dict[str, dict[str, float]]:
-    out = {}
-    for res in results:
-        stats = summary_table(res, confidence)
-        d: dict[str, float] = {}
-        for method, ms in stats.items():
-            for k in CORE:
-                if k in ms and np.isfinite(ms[k]["mean"]):
-                    d[f"eval_{k}" if method == "dae" else f"eval_{method}_{k}"] = ms[k]["mean"]
-        for b, r in compare(stats).items():
-            d.update({f"eval_dae_vs_{b}_{k}": v for k, v in r.items() if k in CORE and np.isfinite(v)})
-        out[res.group] = d
-    return out
-
-
-# ------------------------------------------------------------------ report
-
-
-def _fmt(s: dict[str, float]) -> str:
-    if not np.isfinite(s["mean"]):
-        return "n/a"
-    return f"{s['mean']:.4g} ± {s['std']:.3g} [{s['ci_low']:.4g}, {s['ci_high']:.4g}]"
-
-
-def _method_table(stats: dict, cols: list[str]) -> list[str]:
-    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for m in METHODS:
-        if m in stats:
-            lines.append(f"| {m} | " + " | ".join(_fmt(stats[m][c]) if c in stats[m] else "n/a" for c in cols) + " |")
-    return lines
-
-
-def _instrument_table(res: GroupResult, metric: str) -> list[str]:
-    df = res.table
-    lines = [f"| instrument | segments | " + " | ".join(METHODS) + " | DAE loses to |", "|---|---|" + "---|" * 5]
-    for inst, sub in df.groupby("instrument"):
-        means = sub.groupby("method")[metric].mean()
-        cells = [f"{means[m]:.4g}" if m in means else "n/a" for m in METHODS]
-        lost = [b for b in BASELINES if "dae" in means and b in means and not means["dae"] < means[b]]
-        lost_txt = ", ".join(lost) if "dae" in means else "n/a"
-        lines.append(f"| {inst} | {sub['pair_id'].nunique()} | " + " | ".join(cells) + f" | {lost_txt or '-'} |")
-    return lines
-
-
-def render_report(results: list[GroupResult], params: Params, chain_md: str) -> str:
-    """``reports/evaluation.md``: status, tables, ratios, champion decision per group, chain check."""
-    ev = params.evaluation
-    conf = f"{100 * ev.confidence:.0f} %"
-    lines = [
-        "# Evaluation on held-out songs", "",
-        f"Methods: the DAE and three baselines (`identity`, `static_eq`, `static_eq_gain`, see "
-        f"`baselines.py`), all through the same metric code on the same test segments. Cells: "
-        f"mean ± std [{conf} t-interval] over segments. SI-SDR uses the raw phase (as the paper); "
-        f"`si_sdr_oracle` uses the stem's own phase, `si_sdr_phase_gap` is the difference. "
-        f"Champion metric: `{ev.champion_metric}` (lower is better).", "",
-        "| group | status | segments | champion |", "|---|---|---|---|",
-    ]
-    for r in results:
-        n = r.table["pair_id"].nunique() if r.rows else 0
-        lines.append(f"| {r.group} | {r.status} | {n} | {r.champion or 'no'} |")
-    for r in results:
-        lines += ["", f"## {r.group}", "", f"Status: **{r.status}**."]
-        lines += [f"- {m}" for m in r.messages]
-        if not r.rows:
-            continue
-        if r.eq is not None:
-            val = ", ".join(f"{k} {v:.4g}" for k, v in r.eq.validation_mae.items()) or "no validation songs"
-            lines.append(f"- static EQ: `{r.eq.method}` fit on {r.eq.n_frames} training frames (validation MAE: {val})")
-        stats = summary_table(r, ev.confidence)
-        lines += ["", "### Spectral and waveform metrics", ""] + _method_table(stats, list(CORE))
-        feat_cols = [c for c in next(iter(stats.values())) if c.endswith("_diff")]
-        lines += ["", "### Mixing-feature differences |output − stem|", ""] + _method_table(stats, feat_cols)
-        ratios = compare(stats)
-        if ratios:
-            lines += ["", "### DAE vs baselines (ratio DAE/baseline; SI-SDR: difference in dB)", "",
-                      "| baseline | " + " | ".join(CORE[:5]) + " |", "|---|" + "---|" * 5]
-            for b, d in ratios.items():
-                lines.append(f"| {b} | " + " | ".join(f"{d[k]:.3g}" if k in d else "n/a" for k in CORE[:5]) + " |")
-            lost = losses(ratios)
-            core = [x for x in lost if x.split(" vs ")[0] in CORE]
-            n_feat = len(lost) - len(core)
-            lines += ["", "DAE loses on: " + (", ".join(core) if core else "no spectral/waveform metric")
-                      + f"; and on {n_feat} mixing-feature difference(s) vs some baseline (table above)."]
-        lines += ["", f"### Per instrument ({ev.champion_metric})", ""] + _instrument_table(r, ev.champion_metric)
-        val = ", ".join(r.validation_songs) or "none"
-        lines += ["", f"Champion decision (validation songs carved from the training songs: {val}; "
-                      f"the test songs above play no part): {r.champion or 'no'}."]
-    lines += ["", "## Ground-truth chain check", "", chain_md]
-    return "\n".join(lines) + "\n"
-
-
-def _figures(results: list[GroupResult], per_bin: pd.DataFrame, params: Params, fig_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    for stale in fig_dir.glob("example_*.png"):  # examples of an earlier run would linger
-        stale.unlink()
-    written = []
-    done = [r for r in results if r.rows]
-    freqs = np.fft.rfftfreq(params.features.n_fft, 1 / params.segments.sr)
-    long = []
-    fig, axes = plt.subplots(1, max(1, len(done)), figsize=(4.5 * max(1, len(done)), 3.5), squeeze=False)
-    for ax, r in zip(axes[0], done):
-        for m in METHODS:
-            if m in r.per_bin_sum:
-                curve = r.per_bin_sum[m] / r.per_bin_frames[m]
-                ax.loglog(freqs[1:], curve[1:], label=m, lw=1)
-                long.append(pd.DataFrame({"group": r.group, "method": m, "frequency_hz": freqs, "mae": curve}))
-        ax.set(title=r.group, xlabel="frequency (Hz)", ylabel="MAE")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    written.append(fig_dir / "per_bin_error.png")
-    plots.save(fig, written[-1], dpi=110)  # a full disk: one line naming the figure, none half-written
-    plt.close(fig)
-    if long:
-        with writing(fig_dir / "per_bin_error_by_group.csv"):
-            pd.concat(long).to_csv(fig_dir / "per_bin_error_by_group.csv", index=False)
-        written.append(fig_dir / "per_bin_error_by_group.csv")
-    metric = params.evaluation.champion_metric
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    width = 0.2
-    for i, m in enumerate(METHODS):
-        vals, errs = [], []
-        for r in done:
-            s = summary_table(r, params.evaluation.confidence).get(m, {}).get(metric)
-            vals.append(s["mean"] if s else np.nan)
-            errs.append((s["ci_high"] - s["mean"]) if s else 0.0)
-        ax.bar(np.arange(len(done)) + (i - 1.5) * width, vals, width, yerr=errs, label=m, capsize=2)
-    ax.set_xticks(np.arange(len(done)), [r.group for r in done])
-    ax.set(ylabel=metric, title=f"{metric} on test songs (lower is better)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    written.append(fig_dir / "dae_vs_baselines.png")
-    plots.save(fig, written[-1], dpi=110)  # a full disk: one line naming the figure, none half-written
-    plt.close(fig)
-    for r in done:
-        for ex in r.examples:
-            written.append(_example_figure(plt, ex, r.group, params, fig_dir))
-    return written
-
-
-def _example_figure(plt: Any, ex: dict[str, Any], group: str, params: Params, fig_dir: Path) -> Path:
-    """Log-magnitude spectrograms of one test segment: raw, stem, DAE, static EQ + gain."""
-    panels = [k for k in ("raw", "stem", "dae", "static_eq_gain") if k in ex]
-    ref = 20 * np.log10(max(float(ex["stem"].max()), 1e-9))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), sharey=True, squeeze=False)
-    extent = [0, ex["raw"].shape[0] * params.features.hop / params.segments.sr, 0, params.segments.sr / 2000]
-    for ax, k in zip(axes[0], panels):
-        db = 20 * np.log10(np.maximum(ex[k], 1e-9)) - ref
-        ax.imshow(db.T, origin="lower", aspect="auto", vmin=-80, vmax=0, extent=extent, cmap="magma")
-        ax.set(title=k, xlabel="time (s)")
-    axes[0][0].set_ylabel("frequency (kHz)")
-    fig.suptitle(f"{group}: {ex['pair_id']} (dB re stem peak)")
-    fig.tight_layout()
-    path = fig_dir / f"example_{group}_{ex['pair_id']}.png"
-    plots.save(fig, path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-# ------------------------------------------------------------------ stage
-
-
 def run(params: Params, paths: Paths) -> Summary:
     """Evaluate every group, decide champions, write the reports and log to MLflow.
 
@@ -652,7 +309,7 @@ def run(params: Params, paths: Paths) -> Summary:
     per_bin = per_bin_frame(results, params.segments.sr, params.features.n_fft)
     with writing(plots_dir / "per_bin_error.csv"):
         per_bin.to_csv(plots_dir / "per_bin_error.csv", index=False)
-    figures = _figures(results, per_bin, params, fig_dir)
+    figures = evaluate_report.figures(results, per_bin, params, fig_dir)
     all_chain = [c for r in results for c in r.chain_records]
     chain_md = chaincheck.markdown(chaincheck.summarize(all_chain), list(METHODS))
     conf = params.evaluation.confidence
@@ -665,12 +322,12 @@ def run(params: Params, paths: Paths) -> Summary:
             if res.champion.startswith("yes"):
                 res.champion = f"no (no registered version to promote); {res.champion[5:]}"
     tracked = [r for r in results if r.has("dae") and (paths.model_dir(r.group) / "mlflow.json").is_file()]
-    tracking = _connect(params, paths, tracked) if tracked else None
-    infos = _promote(tracking, params, paths, tracked) if tracking is not None else {}
+    tracking = evaluate_tracking.connect(params, paths, tracked) if tracked else None
+    infos = evaluate_tracking.promote(tracking, params, paths, tracked) if tracking is not None else {}
     write_text(metrics_path, json.dumps(metrics_json(results, conf), indent=2, sort_keys=True) + "\n")
-    write_text(report_path, render_report(results, params, chain_md))
+    write_text(report_path, evaluate_report.render_report(results, params, chain_md))
     if tracking is not None:
-        for problem in _log_runs(tracking, infos, tracked, artifacts, _flat_for_mlflow(results, conf)):
+        for problem in evaluate_tracking.log_runs(tracking, infos, tracked, artifacts, evaluate_tracking.flat_for_mlflow(results, conf)):
             log.warning("evaluate: %s", problem)
             summary.skip("mlflow", problem)
     for res in results:
