@@ -121,9 +121,9 @@ def iter_chunks(raw: Any, stem: Any, rows: Iterable[tuple[int, int]], *, chunk_f
 
 
 def _release(array: Any) -> None:
-    """Drop a memmap's pages from RSS after a chunk (see ``features.release``); no-op otherwise."""
+    """Drop a memmap's pages from RSS after a chunk (see ``featcache.release``); no-op otherwise."""
     if isinstance(array, np.memmap):
-        from stemdae.features import release
+        from stemdae.featcache import release
 
         release(array)
 

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 
 from stemdae.config import TrainingParams
 from stemdae.errors import CacheError
-from stemdae.features import FeatureCache, open_cache, release
+from stemdae.featcache import FeatureCache, open_cache, release
 from stemdae.specaug import ShiftSpec, k_weights, read_spec, shift_frames
 
 log = logging.getLogger(__name__)

@@ -75,7 +75,7 @@ __all__ = ["BASELINES", "CORE", "HIGHER_IS_BETTER", "METHODS", "GroupResult", "W
 
 
 def _open(path: Path, n_bins: int):
-    from stemdae.features import open_cache
+    from stemdae.featcache import open_cache
 
     return open_cache(path, n_bins=n_bins)
 

@@ -286,7 +286,7 @@ def validation_spectral_mae(paths: Paths, group: str, training: TrainingParams, 
     """
     from stemdae.data import rows_of, split_songs
     from stemdae.dsp.metrics import spectral_mae
-    from stemdae.features import open_cache
+    from stemdae.featcache import open_cache
     from stemdae.predictor import load_predictor
 
     cache = open_cache(paths.features_group("train", group))

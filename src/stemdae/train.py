@@ -61,7 +61,7 @@ from stemdae.config import ModelParams, Params, Paths, TrainingParams
 from stemdae.data import GroupDataModule
 from stemdae.digest import tree_digest
 from stemdae.errors import CacheError, shorten
-from stemdae.features import open_cache
+from stemdae.featcache import open_cache
 from stemdae.dae_module import DAEModule, Phase, build_module, plan_phases
 from stemdae.frontend import FrontEnd, TrainedOn
 from stemdae.model import FINETUNE, n_parameters

@@ -130,7 +130,7 @@ def static_eq_audio(raw: np.ndarray, stem: np.ndarray, eq: baselines.StaticEQ, *
 
 def fit_group_eq(group: str, params: Params, paths: Paths) -> baselines.StaticEQ:
     """The group's static EQ, fitted on its training cache exactly as ``evaluate`` does."""
-    from stemdae.features import open_cache
+    from stemdae.featcache import open_cache
 
     cache = open_cache(paths.features_group("train", group), n_bins=params.features.n_bins)
     return baselines.fit_static_eq(cache.raw, cache.stem, cache.index)
