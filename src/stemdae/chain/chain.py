@@ -26,6 +26,7 @@ from stemdae.chain.record import FORMAT, check_format
 from stemdae.chain.reverb import add_reverb, impulse_response, reverb_noise
 from stemdae.errors import ModelError
 
+
 @dataclass(frozen=True)
 class ChainConfig:
     """Structure of a chain (not learned): sample rate and which effects it has."""
