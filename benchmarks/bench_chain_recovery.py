@@ -8,7 +8,10 @@ validation songs, as ``stemdae chain fit`` leaves them out):
   loudness-normalised, so the overall gain is not comparable) of the fitted preset against the mean
   of the true chains' shapes, with the songs' own spread (std per band);
 - the compressor's ratio, and its threshold relative to the EQ's mean gain in segment scale
-  (the true threshold plus the segment's raw gain), against the true ones.
+  (the true threshold plus the segment's raw gain), against the true ones;
+- the reverb tail: an impulse through the true pedalboard ``Reverb`` (Freeverb) of each pair and
+  through the fitted chain's reverb alone, as the wet-to-dry energy (dB) and the RT60 (T20 x 3 of
+  the Schroeder decay; the truth also below and above 2 kHz, where Freeverb's damping differs).
 
 Writes one figure per group (true EQ shapes thin, their mean thick, the fit dashed) and a JSON
 with the figures, and prints a markdown table.
@@ -59,6 +62,53 @@ def true_eq_db(steps: list[dict], freqs: np.ndarray, sr: int) -> np.ndarray:
     return 20 * np.log10(np.abs(h))
 
 
+def _rt60(ir: np.ndarray, sr: int) -> float:
+    """T20 x 3 of an impulse response: the Schroeder decay's slope between -5 and -25 dB."""
+    e = np.cumsum(ir[::-1] ** 2)[::-1]
+    db = 10 * np.log10(e / e[0] + 1e-30)
+    return 3.0 * (int(np.argmax(db < -25)) - int(np.argmax(db < -5))) / sr
+
+
+def reverb_tail(wet_ir: np.ndarray, dry_gain: float, sr: int) -> dict:
+    """Wet-to-dry energy of an impulse's reverb (dB) and RT60 overall, below and above 2 kHz (s)."""
+    spec, f = np.fft.rfft(wet_ir), np.fft.rfftfreq(wet_ir.size, 1 / sr)
+    bands = {k: np.fft.irfft(spec * m, n=wet_ir.size) for k, m in (("lo", f < 2000), ("hi", f >= 2000))}
+    return {"wet_db": float(10 * np.log10(np.sum(wet_ir**2) / dry_gain**2)), "rt60_s": _rt60(wet_ir, sr),
+            "rt60_lo_s": _rt60(bands["lo"], sr), "rt60_hi_s": _rt60(bands["hi"], sr)}
+
+
+def true_reverb(step: dict, sr: int) -> dict:
+    """:func:`reverb_tail` of a true chain's pedalboard ``Reverb`` (Freeverb: the dry path gains 2 x dry_level)."""
+    import pedalboard as pb
+
+    x = np.zeros((1, 3 * sr), np.float32)
+    x[0, 0] = 1.0
+    y = pb.Reverb(room_size=step["room_size"], damping=step["damping"], wet_level=step["wet_level"],
+                  dry_level=step["dry_level"], width=step.get("width", 1.0))(x, sr)[0].astype(np.float64)
+    dry = 2.0 * step["dry_level"]
+    y[0] -= dry
+    return reverb_tail(y, dry, sr)
+
+
+def fitted_reverb(settings: dict) -> dict | None:
+    """:func:`reverb_tail` of the fitted chain's reverb (the same impulse response ``render.py`` builds)."""
+    from stemdae.chain.render import build_board
+
+    cfg = settings["config"]
+    if not cfg["reverb"]:
+        return None
+    sr = cfg["sr"]
+    only = {**settings, "config": {**cfg, "saturation": False, "lowpass": False}}
+    only.update(highpass={"freq_hz": 10.0}, compressor={**settings["compressor"], "ratio": 1.0, "makeup_db": 0.0})
+    for k in ("low_shelf", "high_shelf", *(f"bell{i}" for i in range(cfg["n_bells"]))):
+        only[k] = {**settings[k], "gain_db": 0.0}
+    x = np.zeros((1, 3 * sr), np.float32)
+    x[0, 0] = 1.0
+    y = build_board(only)(x, sr)[0].astype(np.float64)
+    y[0] -= 1.0  # the dry path; the two 10 Hz high-pass sections leave a tiny DC tail
+    return reverb_tail(y, 1.0, sr)
+
+
 def fitted_songs(root: Path, group: str) -> list[dict]:
     """Manifest rows of the group's training segments the chain was fitted on (``chain fit``'s summary)."""
     rows = [r for r in csv.DictReader(open(root / "work/segments/manifest.csv"))
@@ -73,11 +123,12 @@ def recover(root: Path, group: str, out: Path) -> dict:
     sr = chain.config.sr
     with torch.no_grad():
         fit_oct, fit_grid = (chain.eq_response_db(f).numpy() for f in (OCT, GRID))
-    shapes, grids, thr, rat, effects = [], [], [], [], set()
+    shapes, grids, thr, rat, effects, tails = [], [], [], [], set(), []
     for r in fitted_songs(root, group):
         song, sid = r["song"], r["pair_id"].rsplit("_", 1)[1]
         steps = json.load(open(root / "data" / song / f"{song}_CHAINS.json"))[sid]["chain"]
         effects |= {s["type"] for s in steps}
+        tails += [true_reverb(s, sr) for s in steps if s["type"] == "reverb"]
         eq = true_eq_db(steps, OCT, sr)
         shapes.append(eq - eq.mean())
         g = true_eq_db(steps, GRID, sr)
@@ -110,6 +161,9 @@ def recover(root: Path, group: str, out: Path) -> dict:
             "ratio_fit": comp["ratio"], "ratio_true": [float(min(rat)), float(max(rat))] if rat else None,
             "threshold_rel_fit_db": comp["threshold_db"] - float(fit_oct.mean()),
             "threshold_rel_true_db": [float(min(thr)), float(max(thr))] if thr else None,
+            "reverb_fit": fitted_reverb(chain.settings()),
+            "reverb_true": {k: [float(min(t[k] for t in tails)), float(max(t[k] for t in tails))] for k in tails[0]}
+            if tails else None,
             "figure": str(out / f"chain_recovery_{group}.png")}
 
 
@@ -130,6 +184,15 @@ def main() -> None:
         print(f"| {r['group']} | {r['pairs']} | {r['eq_shape_err_max_db']:.2f} / {r['eq_shape_err_mean_db']:.2f} "
               f"| {r['song_spread_db'][0]:.1f}–{r['song_spread_db'][1]:.1f} | {r['flat_eq_err_max_db']:.2f} "
               f"| {r['ratio_fit']:.2f} / {rt} | {r['threshold_rel_fit_db']:.1f} / {tt} |")
+    print("\n| group | reverb wet ÷ dry (dB) fit / true | RT60 (s) fit / true | RT60 < 2 kHz / > 2 kHz, true |")
+    print("|---|---|---|---|")
+    for r in res:
+        f, t = r["reverb_fit"], r["reverb_true"]
+        fit_txt = (f"{f['wet_db']:.1f}", f"{f['rt60_s']:.2f}") if f else ("no reverb", "-")
+        true_txt = ((f"{t['wet_db'][0]:.1f} to {t['wet_db'][1]:.1f}", f"{t['rt60_s'][0]:.2f}–{t['rt60_s'][1]:.2f}",
+                     f"{t['rt60_lo_s'][0]:.2f}–{t['rt60_lo_s'][1]:.2f} / {t['rt60_hi_s'][0]:.2f}–{t['rt60_hi_s'][1]:.2f}")
+                    if t else ("none", "-", "-"))
+        print(f"| {r['group']} | {fit_txt[0]} / {true_txt[0]} | {fit_txt[1]} / {true_txt[1]} | {true_txt[2]} |")
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
 
