@@ -109,6 +109,25 @@ def test_reverb_decays_at_its_rt60():
     assert y[0, 0].item() == pytest.approx(1.0 + 10 ** (-6 / 20) * ir[0], rel=1e-4)
 
 
+def test_reverb_build_up_delays_the_tail_and_keeps_unit_energy():
+    from stemdae.chain.reverb import envelope
+
+    noise = torch.from_numpy(reverb_noise(SR, ir_s=1.0, seed=0)).double()
+    rt60 = torch.tensor(0.8, dtype=torch.float64)
+    plain = impulse_response(noise, rt60, SR).numpy()
+    built = impulse_response(noise, rt60, SR, torch.tensor(20.0, dtype=torch.float64)).numpy()
+    assert np.sum(built**2) == pytest.approx(1.0)
+    early = slice(0, int(0.005 * SR))  # the first 5 ms: 1 - exp(-5/20) = 0.22 of the amplitude at most
+    assert np.sum(built[early] ** 2) < 0.1 * np.sum(plain[early] ** 2)
+    late = slice(int(0.2 * SR), int(0.3 * SR))  # after the build-up, the same decay (up to the normalisation)
+    ratio = built[late] / plain[late]
+    assert np.ptp(ratio) < 0.01 * np.mean(ratio)
+    t = np.linspace(0, 1, 50)  # the same envelope in numpy (the renderer) and torch (the fit)
+    np.testing.assert_allclose(envelope(t, 0.8, 20.0, np),
+                               envelope(torch.from_numpy(t), torch.tensor(0.8, dtype=torch.float64),
+                                        torch.tensor(20.0, dtype=torch.float64), torch).numpy(), rtol=1e-12)
+
+
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     chain = Chain(ChainConfig(sr=SR, n_bells=2, saturation=True, reverb=True, reverb_ir_s=0.3))
@@ -125,7 +144,7 @@ def test_gradients_reach_every_parameter():
     loss = torch.mean((torch.fft.rfft(chain(x)).abs() - torch.fft.rfft(target).abs()) ** 2)
     loss.backward()
     names = [n for n, _ in chain.named_parameters()]
-    assert len(names) == 1 + 1 + 1 + 3 + 2 * 3 + 3 + 5 + 2  # hp, drive, low-pass, shelves, bells, comp, reverb
+    assert len(names) == 1 + 1 + 1 + 3 + 2 * 3 + 3 + 5 + 3  # hp, drive, low-pass, shelves, bells, comp, reverb
     for name, p in chain.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().item() > 0, name

@@ -152,12 +152,14 @@ def test_saved_chain_loads_with_weights_only(tmp_path):
         Chain.load(tmp_path / "junk.pt")
 
 
-def test_a_saturation_chain_saved_before_the_low_pass_still_loads_and_renders():
-    s = Chain(ChainConfig(sr=SR, n_bells=1, saturation=True, lowpass=False, reverb=False)).settings()
-    del s["config"]["lowpass"]  # what files written before the low-pass existed hold
-    assert "lowpass" not in s
+def test_a_chain_saved_before_the_low_pass_and_the_reverb_build_up_still_loads_and_renders():
+    s = Chain(ChainConfig(sr=SR, n_bells=1, saturation=True, lowpass=False, reverb=True, reverb_ir_s=0.3,
+                          reverb_buildup=False)).settings()
+    del s["config"]["lowpass"], s["config"]["reverb_buildup"]  # what files written before them hold
+    assert "lowpass" not in s and set(s["reverb"]) == {"rt60_s", "wet_db"}
+    s["reverb"]["wet_db"] = -12.0
     chain = Chain.from_settings(s)
-    assert chain.config.saturation and chain.config.lowpass is False
+    assert chain.config.saturation and chain.config.lowpass is False and chain.config.reverb_buildup is False
     x = (0.1 * np.random.default_rng(0).standard_normal(SR // 4)).astype(np.float32)
     with torch.no_grad():
         ours = chain(torch.from_numpy(x)[None])[0].numpy()

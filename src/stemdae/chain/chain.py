@@ -39,6 +39,7 @@ class ChainConfig:
     reverb_seed: int = 0
     eq_tail_s: float = 0.5  # zero padding for the EQ's IIR tail (see filters.py)
     lowpass: bool | None = None  # None: with the saturation (the amp's cabinet)
+    reverb_buildup: bool = True  # the reverb's onset build-up (reverb.py)
 
     def __post_init__(self) -> None:
         if self.lowpass is None:
@@ -46,8 +47,9 @@ class ChainConfig:
 
 
 def config_from_dict(d: dict) -> ChainConfig:
-    """A :class:`ChainConfig` from its saved dict; a dict without ``lowpass`` (an older file) has none."""
-    return ChainConfig(**{"lowpass": False, **d})
+    """A :class:`ChainConfig` from its saved dict; keys an older file lacks (``lowpass``,
+    ``reverb_buildup``) mean what it had: no such section."""
+    return ChainConfig(**{"lowpass": False, "reverb_buildup": False, **d})
 
 
 class Chain(nn.Module):
@@ -80,7 +82,8 @@ class Chain(nn.Module):
     def _slots(self):
         for effect, family in self._effects():
             for name, rng in RANGES[family].items():
-                yield effect, name, rng
+                if name != "buildup_ms" or self.config.reverb_buildup:
+                    yield effect, name, rng
 
     def _initial_settings(self) -> dict:
         start = {k: dict(v) for k, v in INITIAL.items()}
@@ -190,7 +193,8 @@ def process(x: torch.Tensor, v: dict, config: ChainConfig, noise: torch.Tensor |
                  release_ms=comp["release_ms"], sr=sr)
     y = y * 10 ** (col(comp["makeup_db"]) / 20)
     if config.reverb:
-        ir = impulse_response(noise, col(v["reverb"]["rt60_s"]), sr)
+        onset = v["reverb"].get("buildup_ms")
+        ir = impulse_response(noise, col(v["reverb"]["rt60_s"]), sr, None if onset is None else col(onset))
         y = add_reverb(y, ir, col(v["reverb"]["wet_db"]))
     return y
 

@@ -61,7 +61,8 @@ RANGES: dict[str, dict[str, Range]] = {
     # the cabinet after the saturation (two first-order sections); the top stays below
     # filters.LOWPASS_MAX_FRACTION of 44.1 kHz, so the gradient never meets that clamp there
     "lowpass": {"freq_hz": Range(1000.0, 19500.0, log=True)},
-    "reverb": {"rt60_s": Range(0.05, 3.0, log=True), "wet_db": Range(-60.0, 0.0)},
+    "reverb": {"rt60_s": Range(0.05, 3.0, log=True), "wet_db": Range(-60.0, 0.0),
+               "buildup_ms": Range(0.1, 100.0, log=True)},  # only in chains with ChainConfig.reverb_buildup
 }
 
 # Where a fit starts: a neutral chain (flat EQ, light compression, little reverb).
@@ -72,7 +73,7 @@ INITIAL: dict[str, dict[str, float]] = {
     "compressor": {"threshold_db": -30.0, "ratio": 2.0, "attack_ms": 5.0, "release_ms": 100.0, "makeup_db": 0.0},
     "saturation": {"drive_db": 1.0},
     "lowpass": {"freq_hz": 16000.0},
-    "reverb": {"rt60_s": 0.5, "wet_db": -30.0},
+    "reverb": {"rt60_s": 0.5, "wet_db": -30.0, "buildup_ms": 5.0},
 }
 
 

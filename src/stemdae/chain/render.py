@@ -19,7 +19,7 @@ import numpy as np
 import pedalboard as pb
 
 from stemdae.chain.record import FORMAT
-from stemdae.chain.reverb import reverb_noise
+from stemdae.chain.reverb import envelope, reverb_noise
 from stemdae.errors import AudioError, ModelError
 
 JUCE_IR_NORM_DB = -20 * math.log10(0.125)
@@ -61,8 +61,7 @@ def _plugins(s: dict) -> list:
     if cfg["reverb"]:
         rev = s["reverb"]
         noise = reverb_noise(cfg["sr"], ir_s=cfg["reverb_ir_s"], seed=cfg["reverb_seed"]).astype(np.float64)
-        t = np.arange(noise.size) / cfg["sr"]
-        ir = noise * np.exp(-3 * math.log(10) * t / rev["rt60_s"])
+        ir = noise * envelope(np.arange(noise.size) / cfg["sr"], rev["rt60_s"], rev.get("buildup_ms"), np)
         ir = (ir / np.sqrt(np.sum(ir * ir))).astype(np.float32)
         wet = pb.Pedalboard([pb.Convolution(ir, mix=1.0, sample_rate=cfg["sr"]), pb.Gain(gain_db=rev["wet_db"] + JUCE_IR_NORM_DB)])
         plugins.append(pb.Mix([pb.Gain(gain_db=0.0), wet]))
