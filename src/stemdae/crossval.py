@@ -53,12 +53,13 @@ from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fold_split", "prepare_all", "prepare_fold", "run", "unit_csv"]
+__all__ = ["absolute_params", "fold_split", "prepare_all", "prepare_fold", "prepare_shifted", "run", "save_atomic",
+           "shifted_unit", "unit_csv"]
 
 RESULT_KEYS = ("fold", "seed", "group")
 
 
-def _absolute(params: Params, paths: Paths) -> Params:
+def absolute_params(params: Params, paths: Paths) -> Params:
     """``params`` with ``corpus.root`` absolute (workspaces live below the project root)."""
     root = paths.corpus_root(params.corpus).resolve()
     return params.model_copy(update={"corpus": params.corpus.model_copy(update={"root": str(root)})})
@@ -106,7 +107,7 @@ def prepare_all(params: Params, paths: Paths, root: Path) -> Paths:
     for pid in pairs["pair_id"]:  # reuse what the pipeline already computed (same pair ids, same settings)
         if (paths.segments_dir / f"{pid}.npy").is_file():
             _link(paths.segments_dir / f"{pid}.npy", ws.segments_dir / f"{pid}.npy", hard=True)
-    p = _absolute(params, paths)
+    p = absolute_params(params, paths)
     segments.run(p, ws)
     augment.run(p.augmentation, ws, seed=p.seed, sr=p.segments.sr)
     return ws
@@ -189,7 +190,7 @@ def prepare_shifted(params: Params, corpus: Path, root: Path) -> Paths:
     return ws
 
 
-def _shifted_unit(params: Params, fold_ws: Paths, shifted_ws: Paths, corpus: Path, root: Path, fold: int,
+def shifted_unit(params: Params, fold_ws: Paths, shifted_ws: Paths, corpus: Path, root: Path, fold: int,
                   seed: int, group: str, extra: dict | None = None) -> pd.DataFrame:
     """The (fold, seed) model of ``group`` and the baselines fitted on its training songs, on the shifted songs.
 
@@ -217,7 +218,7 @@ def _shifted_unit(params: Params, fold_ws: Paths, shifted_ws: Paths, corpus: Pat
     return table
 
 
-def _save(table: pd.DataFrame, path: Path) -> None:
+def save_atomic(table: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     table.to_csv(tmp, index=False)
@@ -247,7 +248,7 @@ def run(params: Params, paths: Paths, *, k: int, seeds: int, name: str = "defaul
     summary = Summary("crossval")
     root = paths.work / "crossval" if name == "default" else paths.work / "crossval" / name
     out = paths.reports_dir / "crossval" if name == "default" else paths.reports_dir / "crossval" / name
-    p = _absolute(params, paths)
+    p = absolute_params(params, paths)
     folds = fold_split(read_pairs(paths), k, params.segments.split_seed)
     root.mkdir(parents=True, exist_ok=True)
     (root / "folds.json").write_text(json.dumps(folds, indent=2) + "\n")
@@ -274,11 +275,11 @@ def run(params: Params, paths: Paths, *, k: int, seeds: int, name: str = "defaul
                                         / f"fold{fold}", test_songs)
                 if not path.is_file():
                     table, info = _unit(p, ws, root, fold, seed, group)
-                    _save(table, path)
+                    save_atomic(table, path)
                     if tracking is not None:
                         _log_unit(tracking, p, paths, parent, fold, seed, group, table, info)
                 if spath is not None:
-                    _save(_shifted_unit(p, ws, shifted_ws, shifted, root, fold, seed, group), spath)
+                    save_atomic(shifted_unit(p, ws, shifted_ws, shifted, root, fold, seed, group), spath)
                 computed += 1
                 done += 1
     summary, files = _finish(summary, p, root, out, folds, seed_list, done, shifted_root)

@@ -25,7 +25,7 @@ import pandas as pd
 from stemdae.config import Params
 from stemdae.stats import mean_interval, paired_test
 
-__all__ = ["per_song", "summarize", "write"]
+__all__ = ["NAMES", "per_song", "read_units", "summarize", "tables", "write"]
 
 KEYS = ["song", "group", "instrument", "fold", "seed", "method"]
 METRICS = ("spectral_mae", "lsd_db", "mrstft", "si_sdr", "si_sdr_oracle")
@@ -109,10 +109,10 @@ def markdown(summary: dict[str, Any], *, metric: str, folds: list[list[str]], se
         "r: matched-pairs rank-biserial correlation (−1: the DAE is lower on every song); wins: songs where the "
         "DAE is lower.", "",
     ]
-    lines += _tables(summary, metric, "songs of the held-out folds")
+    lines += tables(summary, metric, "songs of the held-out folds")
     if shifted:
         lines += ["", "## Timbre-shifted songs (trained on the default corpus)", ""]
-        lines += _tables(shifted, metric, "timbre-shifted songs")
+        lines += tables(shifted, metric, "timbre-shifted songs")
     return "\n".join(lines) + "\n"
 
 
@@ -120,7 +120,7 @@ NAMES = {"dae": "DAE", "identity": "identity", "static_eq": "static EQ", "static
          "chain_preset": "chain (preset)", "chain_conditional": "chain (conditional)"}
 
 
-def _tables(summary: dict[str, Any], metric: str, what: str, *, subject: str = "dae",
+def tables(summary: dict[str, Any], metric: str, what: str, *, subject: str = "dae",
             others: tuple[str, ...] = BASELINES) -> list[str]:
     name = NAMES.get(subject, subject)
     lines = [f"| group | songs | {name} | " + " | ".join(f"÷ {NAMES.get(b, b)}" for b in others)

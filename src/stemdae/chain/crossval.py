@@ -72,7 +72,7 @@ def run(params: Params, paths: Paths, *, name: str = "default", seeds: int = 1, 
     if not (dae_root / "folds.json").is_file():
         raise CacheError(f"{dae_root / 'folds.json'}: missing; run `stemdae crossval --name {name}` first")
     folds = json.loads((dae_root / "folds.json").read_text())
-    k, p = len(folds), cv._absolute(params, paths)
+    k, p = len(folds), cv.absolute_params(params, paths)
     root = dae_root / "chain"
     out = (paths.reports_dir / "crossval" / ("" if name == "default" else name) / "chain").resolve()
     shared = paths.work / "crossval" / "common"
@@ -108,9 +108,9 @@ def run(params: Params, paths: Paths, *, name: str = "default", seeds: int = 1, 
                     if not table.empty:
                         table.insert(0, "seed", seed)
                         table.insert(0, "fold", fold)
-                    cv._save(table, path)
+                    cv.save_atomic(table, path)
                 if spath is not None:
-                    cv._save(cv._shifted_unit(p, ws, shifted_ws, shifted, dae_root, fold, seed, group, extra=extra),
+                    cv.save_atomic(cv.shifted_unit(p, ws, shifted_ws, shifted, dae_root, fold, seed, group, extra=extra),
                              spath)
                 computed += 1
                 log.info("chain crossval: fold %d seed %d %s done in %.0f s", fold, seed, group,
@@ -142,7 +142,7 @@ def _report(params: Params, root: Path, out: Path, folds: list[list[str]], seeds
             others = ("dae", *cr.BASELINES)
             summary = cr.summarize(songs, metric=metric, confidence=conf, subject=mode, others=others)
             metrics.setdefault(f"groups{suffix}", {})[mode] = summary
-            lines += [f"## {cr.NAMES[mode]}, {what}", "", *cr._tables(summary, metric, what, subject=mode,
+            lines += [f"## {cr.NAMES[mode]}, {what}", "", *cr.tables(summary, metric, what, subject=mode,
                                                                          others=others), ""]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     (out / "report.md").write_text("\n".join(lines) + "\n")
