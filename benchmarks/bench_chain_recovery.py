@@ -91,22 +91,19 @@ def true_reverb(step: dict, sr: int) -> dict:
 
 
 def fitted_reverb(settings: dict) -> dict | None:
-    """:func:`reverb_tail` of the fitted chain's reverb (the same impulse response ``render.py`` builds)."""
-    from stemdae.chain.render import build_board
+    """:func:`reverb_tail` of the fitted chain's reverb: the impulse response ``render.py`` convolves with
+    (unit energy, so the wet-to-dry energy is ``wet_db``; rendering it through the whole board would add
+    the two 10 Hz high-pass sections' own tail, about -28 dB, to the measure)."""
+    from stemdae.chain.reverb import envelope, reverb_noise
 
     cfg = settings["config"]
     if not cfg["reverb"]:
         return None
-    sr = cfg["sr"]
-    only = {**settings, "config": {**cfg, "saturation": False, "lowpass": False}}
-    only.update(highpass={"freq_hz": 10.0}, compressor={**settings["compressor"], "ratio": 1.0, "makeup_db": 0.0})
-    for k in ("low_shelf", "high_shelf", *(f"bell{i}" for i in range(cfg["n_bells"]))):
-        only[k] = {**settings[k], "gain_db": 0.0}
-    x = np.zeros((1, 3 * sr), np.float32)
-    x[0, 0] = 1.0
-    y = build_board(only)(x, sr)[0].astype(np.float64)
-    y[0] -= 1.0  # the dry path; the two 10 Hz high-pass sections leave a tiny DC tail
-    return reverb_tail(y, 1.0, sr)
+    sr, rev = cfg["sr"], settings["reverb"]
+    noise = reverb_noise(sr, ir_s=cfg["reverb_ir_s"], seed=cfg["reverb_seed"]).astype(np.float64)
+    ir = noise * envelope(np.arange(noise.size) / sr, rev["rt60_s"], rev.get("buildup_ms"), np)
+    ir *= 10 ** (rev["wet_db"] / 20) / np.sqrt(np.sum(ir * ir))
+    return reverb_tail(np.concatenate([ir, np.zeros(2 * sr)]), 1.0, sr)
 
 
 def fitted_songs(root: Path, group: str) -> list[dict]:
