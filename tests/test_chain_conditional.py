@@ -87,3 +87,33 @@ def test_conditional_chain_saves_and_loads_with_weights_only(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     assert loaded.settings_for(x)[0] != loaded.settings_for(x)[1]  # per-segment settings
+
+
+def test_the_numpy_encoder_gives_the_torch_models_settings(tmp_path):
+    """`stemdae process` runs the encoder in numpy from the file's plain data; same settings as torch's."""
+    from stemdae.chain.encoder import numpy_settings
+    from stemdae.chain.encoder import raw_features as np_features
+    from stemdae.chain.record import CONDITIONAL_FORMAT, read_blob
+
+    torch.manual_seed(0)
+    model = ConditionalChain(ChainConfig(sr=SR, n_bells=2, saturation=True, reverb=True, reverb_ir_s=0.2), hidden=8)
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.normal_(0.0, 0.5)  # a trained-looking encoder: every setting moves
+    model.save(tmp_path / "conditional.pt", group="guitar")
+    blob = read_blob(tmp_path / "conditional.pt", CONDITIONAL_FORMAT)
+    rng = np.random.default_rng(1)
+    moved = 0
+    for tilt in (-4.0, 0.0, 4.0):
+        x = _noise(rng, SR, tilt_db_per_oct=tilt)
+        np.testing.assert_allclose(np_features(x[None], SR), raw_features(torch.from_numpy(x[None]), SR).numpy(),
+                                   rtol=1e-4, atol=1e-5)
+        ours, want = numpy_settings(blob, x), model.settings_for(torch.from_numpy(x[None]))[0]
+        assert ours.keys() == want.keys() and ours["config"] == want["config"]
+        for effect, values in want.items():
+            if effect in ("format", "config"):
+                continue
+            for name, value in values.items():
+                assert ours[effect][name] == pytest.approx(value, rel=1e-4, abs=1e-4), (effect, name)
+                moved += value != blob["preset"][effect][name]
+    assert moved > 30  # the comparison is not of presets

@@ -163,3 +163,35 @@ def test_preset_process_imports_neither_torch_nor_numba(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.split()[-3:] == ["0", "False", "False"], out.stderr[-2000:]
     assert (tmp_path / "in.bass.wav").is_file()
+
+
+def test_conditional_process_imports_no_torch_and_old_files_still_load(tmp_path):
+    """The encoder runs in numpy from conditional.pt's plain data; a file without `slots` loads with torch."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from stemdae.chain.conditional import ConditionalChain
+
+    folder = tmp_path / "c"
+    make_conditional(folder)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, np.concatenate([0.1 * tone(2.5, True, seed=1), tone(2.5, True, seed=2)]), SR, subtype="FLOAT")
+    code = ("import sys; from stemdae.cli import main; "
+            f"rc = main(['--root', {str(tmp_path)!r}, 'process', {str(wav)!r}, '--model', "
+            f"{str(folder / 'conditional.pt')!r}, '-o', {str(tmp_path / 'new.wav')!r}]); "
+            "print(rc, 'torch' in sys.modules, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.split()[-3:] == ["0", "False", "False"], out.stderr[-2000:]
+    # the same model saved as before `preset` and `slots` existed: rendered alike, through torch
+    blob = torch.load(folder / "conditional.pt", weights_only=True)
+    del blob["preset"], blob["slots"]
+    (tmp_path / "old").mkdir()
+    torch.save(blob, tmp_path / "old" / "conditional.pt")
+    assert isinstance(ConditionalChain.from_blob(blob), ConditionalChain)
+    assert main(["--root", str(tmp_path), "process", str(wav), "--model", str(tmp_path / "old" / "conditional.pt"),
+                 "-o", str(tmp_path / "old.wav")]) == 0
+    new, old = (sf.read(tmp_path / f"{n}.wav", dtype="float32")[0] for n in ("new", "old"))
+    assert np.abs(new).max() > 0.05
+    np.testing.assert_allclose(new, old, atol=2e-5)

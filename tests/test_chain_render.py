@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from stemdae.chain import Chain, ChainConfig, render_pedalboard
+from stemdae.chain.render import JUCE_IR_NORM_DB, Convolver, impulse_response
 from stemdae.errors import AudioError, ModelError
 
 SR = 44100
@@ -107,8 +108,36 @@ def test_render_rejects_a_wrong_rate_and_bad_settings():
     s = _eq_settings()
     with pytest.raises(AudioError, match="48000 Hz"):
         render_pedalboard(s, np.zeros((1, 100), np.float32), 48000)
+    with pytest.raises(AudioError, match="shape"):
+        render_pedalboard(s, np.zeros(100, np.float32), SR)
     with pytest.raises(ModelError, match="format"):
         render_pedalboard({"config": {"sr": SR}}, np.zeros((1, 100), np.float32), SR)
+
+
+@pytest.mark.parametrize("sizes", [[5000], [7, 300, 1, 4000, 2], [20000, 20000]])
+def test_convolver_streams_the_exact_convolution(sizes):
+    rng = np.random.default_rng(len(sizes))
+    ir = rng.standard_normal(1500).astype(np.float32)
+    x = rng.standard_normal(sum(sizes)).astype(np.float32)
+    conv = Convolver(ir, max_block=4096)  # blocks shorter and longer than the response, one split inside a push
+    edges = np.cumsum([0, *sizes])
+    y = np.concatenate([conv.push(x[a:b]) for a, b in zip(edges[:-1], edges[1:])])
+    want = np.convolve(x.astype(np.float64), ir.astype(np.float64))[: x.size]
+    np.testing.assert_allclose(y, want, atol=2e-4 * np.abs(want).max())
+
+
+def test_convolver_does_what_pedalboards_convolution_does():
+    """The same linear operation as JUCE's engine (which scales the response to an energy of 0.125**2)."""
+    import pedalboard as pb
+
+    s = Chain(ChainConfig(sr=SR, n_bells=1, reverb=True, reverb_ir_s=0.4)).settings()
+    s["reverb"].update(rt60_s=0.8, wet_db=0.0)
+    ir = impulse_response(s).astype(np.float32)
+    x = (0.1 * np.random.default_rng(3).standard_normal(2 * SR)).astype(np.float32)
+    juce = pb.Convolution(ir, mix=1.0, sample_rate=SR)(x[None], SR)[0] * np.float32(10 ** (JUCE_IR_NORM_DB / 20))
+    ours = Convolver(ir).push(x)
+    err_db = 10 * np.log10(np.sum((ours - juce) ** 2) / np.sum(juce**2))
+    assert err_db < -40
 
 
 def test_settings_json_round_trip():

@@ -19,27 +19,19 @@ import torch
 from torch import nn
 
 from stemdae.chain.chain import Chain, ChainConfig, config_from_dict, load_blob, process
+from stemdae.chain.encoder import FRAME, N_BANDS
+from stemdae.chain.encoder import raw_features as _raw_features
 from stemdae.chain.fit import as_pairs, torch_threads, train
 from stemdae.chain.ranges import RANGES
 from stemdae.chain.record import CONDITIONAL_FORMAT as FORMAT
 from stemdae.errors import AudioError
 
-N_BANDS, FRAME = 16, 2048
+__all__ = ["FRAME", "N_BANDS", "ConditionalChain", "fit_conditional", "raw_features"]
 
 
 def raw_features(x: torch.Tensor, sr: int) -> torch.Tensor:
-    """``(batch, N_BANDS + 3)`` features of ``(batch, n)`` audio, in dB / 20 (about unit scale)."""
-    power = torch.fft.rfft(x).abs().square()
-    freqs = torch.fft.rfftfreq(x.shape[-1], 1 / sr)
-    edges = np.geomspace(40.0, min(16000.0, sr / 2), N_BANDS + 1)
-    bands = [power[:, (freqs >= lo) & (freqs < hi)].mean(-1) for lo, hi in zip(edges[:-1], edges[1:])]
-    band_db = 10 * torch.log10(torch.stack(bands, -1) + 1e-20)
-    band_db = band_db - band_db.mean(-1, keepdim=True)  # the spectral shape; the level is below
-    n_frames = max(1, x.shape[-1] // FRAME)
-    frames = x[:, : n_frames * FRAME].reshape(x.shape[0], n_frames, -1)
-    level_db = 10 * torch.log10(frames.square().mean(-1) + 1e-10)
-    pct = torch.quantile(level_db, torch.tensor([0.1, 0.5, 0.9], dtype=x.dtype), dim=-1).T
-    return torch.cat([band_db, pct], -1) / 20
+    """:func:`stemdae.chain.encoder.raw_features` of a tensor (the encoder's input)."""
+    return _raw_features(x, sr, torch)
 
 
 class ConditionalChain(nn.Module):
@@ -84,10 +76,12 @@ class ConditionalChain(nn.Module):
         """Plain tensors and dicts only (``torch.load(weights_only=True)`` reads it).
 
         ``meta``: more plain data, as :meth:`Chain.save` (``group``, ``frontend``, ``trained_on``:
-        what ``stemdae process`` needs to render it, :mod:`stemdae.chain.predictor`).
+        what ``stemdae process`` needs to render it, :mod:`stemdae.chain.predictor`). ``preset`` and
+        ``slots`` let ``stemdae process`` run the encoder without torch (:mod:`stemdae.chain.encoder`).
         """
         torch.save({**meta, "format": FORMAT, "config": asdict(self.config), "hidden": self.hidden,
-                    "state_dict": self.state_dict()}, path)
+                    "state_dict": self.state_dict(), "preset": self.base.settings(),
+                    "slots": [[effect, name] for effect, name in self.slots]}, path)
 
     @classmethod
     def load(cls, path: Path) -> "ConditionalChain":

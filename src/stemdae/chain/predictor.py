@@ -4,29 +4,30 @@
 reads from a model -- ``frontend`` (rate and loudness rule of the training
 segments), ``group``, ``trained_on``, ``device`` -- and, instead of
 ``predict_magnitude``, :meth:`ChainPredictor.stream`: one channel's
-pedalboard, processed block by block with its state kept (the output equals
-:func:`stemdae.chain.render.render_pedalboard` of the whole channel to float
-rounding). Read from ``chain.pt`` without torch (:mod:`stemdae.chain.record`).
+pedalboard and reverb, processed block by block with its state kept (the output equals :func:`stemdae.chain.render.render_pedalboard` of
+the whole channel to float rounding). Read from ``chain.pt`` without torch (:mod:`stemdae.chain.record`).
 
 :class:`ConditionalPredictor` (``conditional.pt``) has no settings of its own:
 the render core calls :meth:`ConditionalPredictor.conditioned` with the
 recording's loudest window at the training gain -- for a training raw, its very
 training segment -- and renders the whole recording with the one setting the
-encoder predicts from it (:meth:`stemdae.chain.conditional.ConditionalChain.settings_for`,
-the function ``stemdae chain evaluate`` scores). Loading it imports torch
-(``torch.load(weights_only=True)``).
+encoder predicts from it -- in numpy (:func:`stemdae.chain.encoder.numpy_settings`, equal to
+:meth:`stemdae.chain.conditional.ConditionalChain.settings_for`, the function ``stemdae chain
+evaluate`` scores, within 1e-4; tested), so neither file imports torch.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stemdae.chain.encoder import FRAME, numpy_settings
 from stemdae.chain.record import CHAIN_FILE, CONDITIONAL_FILE, CONDITIONAL_FORMAT, FORMAT, read_blob
-from stemdae.chain.render import build_board
+from stemdae.chain.render import Renderer, build_board
 from stemdae.errors import ModelError
 from stemdae.frontend import FrontEnd
 from stemdae.modelrecord import RecordMeta
@@ -37,18 +38,8 @@ __all__ = ["CHAIN_FILE", "CONDITIONAL_FILE", "ChainPredictor", "ChainStream", "C
 log = logging.getLogger(__name__)
 
 
-class ChainStream:
-    """One channel through the chain's pedalboard: ``push`` blocks in order, ``finish`` (nothing left)."""
-
-    def __init__(self, settings: dict) -> None:
-        self.sr = int(settings["config"]["sr"])
-        self.board = build_board(settings)
-        self.board.reset()
-
-    def push(self, x: np.ndarray) -> np.ndarray:
-        if x.size == 0:
-            return np.zeros(0, np.float32)
-        return self.board(np.ascontiguousarray(x, dtype=np.float32)[None], self.sr, reset=False)[0]
+class ChainStream(Renderer):
+    """One channel through the chain (:class:`stemdae.chain.render.Renderer`), plus ``finish``."""
 
     def finish(self) -> np.ndarray:
         return np.zeros(0, np.float32)  # same length out as in: the reverb tail past the end is cut
@@ -81,25 +72,32 @@ class ChainPredictor(_OnCpu):
 
 
 class ConditionalPredictor(_OnCpu):
-    """A conditional chain: one setting per recording, predicted from its loudest window (module docstring)."""
+    """A conditional chain: one setting per recording, predicted from its loudest window (module docstring).
+
+    ``blob``: the plain data of a ``conditional.pt`` that holds ``preset`` and ``slots`` (the encoder
+    runs in numpy, :func:`stemdae.chain.encoder.numpy_settings`); ``model``: a loaded
+    :class:`stemdae.chain.conditional.ConditionalChain` (files written before those entries existed).
+    """
 
     kind = "chain-conditional"
 
-    def __init__(self, model: Any, frontend: FrontEnd, meta: dict[str, Any] | None = None) -> None:
-        if frontend.sr != model.config.sr:
-            raise ModelError(f"chain fitted at {model.config.sr} Hz, its front end at {frontend.sr} Hz")
-        self.model, self.frontend, self.meta = model, frontend, dict(meta or {})
+    def __init__(self, frontend: FrontEnd, meta: dict[str, Any] | None = None, *, blob: dict | None = None,
+                 model: Any = None) -> None:
+        sr = blob["config"]["sr"] if blob is not None else model.config.sr
+        if frontend.sr != sr:
+            raise ModelError(f"chain fitted at {sr} Hz, its front end at {frontend.sr} Hz")
+        self.blob, self.model, self.frontend, self.meta = blob, model, frontend, dict(meta or {})
 
     def settings_for(self, window: np.ndarray | None) -> dict:
         """The settings for a recording whose loudest window (mono, model rate, training gain) is ``window``.
 
         ``None`` or a window shorter than the encoder's frame (no level statistics): the preset.
         """
-        from stemdae.chain.conditional import FRAME
-
         if window is None or np.asarray(window).size < FRAME:
             log.warning("conditional chain: no loudest window to predict settings from: rendering its preset")
-            return self.model.base.settings()
+            return copy.deepcopy(self.blob["preset"]) if self.blob is not None else self.model.base.settings()
+        if self.blob is not None:
+            return numpy_settings(self.blob, window)
         import torch
 
         return self.model.settings_for(torch.from_numpy(np.array(window, np.float32).reshape(1, -1)))[0]
@@ -150,17 +148,26 @@ def read_chain_file(path: str | Path) -> ChainPredictor:
 def read_conditional_file(path: str | Path) -> ConditionalPredictor:
     """A :class:`ConditionalPredictor` from a ``conditional.pt`` (``stemdae chain fit --mode conditional``).
 
+    Read without torch; a file written before ``preset`` and ``slots`` were saved is loaded
+    with torch instead (``weights_only=True``).
+
     Raises
     ------
     ModelError
         As :func:`read_chain_file`.
     """
+    blob, frontend, meta = _read(path, CONDITIONAL_FORMAT, read_blob, " --mode conditional")
+    if "slots" in blob and "preset" in blob:
+        try:
+            build_board(blob["preset"])
+            return ConditionalPredictor(frontend, meta, blob=blob)
+        except (KeyError, TypeError) as err:
+            raise ModelError(f"{path}: malformed conditional chain ({err})") from None
     from stemdae.chain.chain import load_blob
     from stemdae.chain.conditional import ConditionalChain
 
-    blob, frontend, meta = _read(path, CONDITIONAL_FORMAT, load_blob, " --mode conditional")
     try:
-        model = ConditionalChain.from_blob(blob)
+        model = ConditionalChain.from_blob(load_blob(path, CONDITIONAL_FORMAT))
     except (KeyError, TypeError, RuntimeError) as err:
         raise ModelError(f"{path}: malformed conditional chain ({' '.join(str(err).split())[:200]})") from None
-    return ConditionalPredictor(model, frontend, meta)
+    return ConditionalPredictor(frontend, meta, model=model)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from stemdae.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 _EPS = 1e-6
 
@@ -23,7 +27,20 @@ class Range:
     hi: float
     log: bool = False
 
-    def value(self, logit: torch.Tensor) -> torch.Tensor:
+    def value(self, logit: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """The setting for ``logit``: a tensor for a tensor (differentiable), a float64 array for numpy.
+
+        The numpy form (no torch import) is what ``stemdae process`` computes a conditional chain's
+        settings with (:mod:`stemdae.chain.predictor`).
+        """
+        if isinstance(logit, (np.ndarray, np.floating, float)):
+            frac = 1.0 / (1.0 + np.exp(-np.asarray(logit, np.float64)))
+            if self.log:
+                lo, hi = math.log(self.lo), math.log(self.hi)
+                return np.clip(np.exp(lo + (hi - lo) * frac), self.lo, self.hi)
+            return np.clip(self.lo + (self.hi - self.lo) * frac, self.lo, self.hi)
+        import torch
+
         frac = torch.sigmoid(logit)
         if self.log:
             lo, hi = math.log(self.lo), math.log(self.hi)

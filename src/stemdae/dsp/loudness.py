@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -107,7 +108,8 @@ def integrated_lufs(x: np.ndarray, sr: int) -> float:
 
 
 def normalize_loudness(
-    x: np.ndarray, sr: int, *, target_lufs: float, peak_ceiling_dbfs: float = -1.0
+    x: np.ndarray, sr: int, *, target_lufs: float, peak_ceiling_dbfs: float = -1.0,
+    meter: Callable[[np.ndarray, int], float] | None = None,
 ) -> tuple[np.ndarray, float, bool]:
     """Gain ``x`` to ``target_lufs``, scaled down instead if its peak would pass the ceiling.
 
@@ -125,6 +127,10 @@ def normalize_loudness(
         Target integrated loudness.
     peak_ceiling_dbfs
         Highest allowed sample peak after the gain, dBFS (<= 0).
+    meter
+        ``meter(x, sr) -> LUFS``; :func:`integrated_lufs` (pyloudnorm) by default.
+        ``stemdae process`` passes :func:`stemdae.dsp.bs1770.integrated_lufs`, the same
+        measurement without scipy's import cost.
 
     Returns
     -------
@@ -147,12 +153,13 @@ def normalize_loudness(
     """
     if peak_ceiling_dbfs > 0:
         raise AudioError(f"normalize_loudness: peak_ceiling_dbfs must be <= 0, found {peak_ceiling_dbfs}")
-    lufs = integrated_lufs(x, sr)
+    meter = meter or integrated_lufs
+    lufs = meter(x, sr)
     if not math.isfinite(lufs):
         raise AudioError(f"normalize_loudness: silent signal (loudness -inf), cannot reach {target_lufs} LUFS")
     x64 = np.asarray(x, dtype=np.float64)
     gain = 10.0 ** ((target_lufs - lufs) / 20.0)
-    after = integrated_lufs(x64 * gain, sr)
+    after = meter(x64 * gain, sr)
     if math.isfinite(after) and abs(after - target_lufs) > 0.01:
         gain *= 10.0 ** ((target_lufs - after) / 20.0)
     return _peak_guard(x64, gain, peak_ceiling_dbfs)
