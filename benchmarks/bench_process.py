@@ -35,20 +35,20 @@ import numpy as np
 SR = 48000
 
 
-def write_song(path: Path, minutes: float, *, seed: int = 0) -> float:
-    """Stereo 16-bit WAV of tones + noise written in 10 s blocks; returns its duration in s."""
+def write_song(path: Path, minutes: float, *, seed: int = 0, sr: int = SR) -> float:
+    """Stereo 16-bit WAV of tones + noise at ``sr`` written in 10 s blocks; returns its duration in s."""
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
-    n = int(minutes * 60 * SR)
+    n = int(minutes * 60 * sr)
     freqs = np.array([110.0, 220.0, 330.0, 440.0, 587.0])
-    with sf.SoundFile(path, "w", samplerate=SR, channels=2, subtype="PCM_16") as f:
-        for start in range(0, n, 10 * SR):
-            t = np.arange(start, min(start + 10 * SR, n)) / SR
+    with sf.SoundFile(path, "w", samplerate=sr, channels=2, subtype="PCM_16") as f:
+        for start in range(0, n, 10 * sr):
+            t = np.arange(start, min(start + 10 * sr, n)) / sr
             tone = 0.05 * np.sin(2 * np.pi * freqs[:, None] * t).sum(axis=0)
             block = tone[:, None] + 0.02 * rng.standard_normal((t.size, 2))
             f.write(block.astype(np.float32))
-    return n / SR
+    return n / sr
 
 
 def run_child(argv: list[str]) -> tuple[float, int, float]:

@@ -195,3 +195,29 @@ def test_conditional_process_imports_no_torch_and_old_files_still_load(tmp_path)
     new, old = (sf.read(tmp_path / f"{n}.wav", dtype="float32")[0] for n in ("new", "old"))
     assert np.abs(new).max() > 0.05
     np.testing.assert_allclose(new, old, atol=2e-5)
+
+
+def test_a_chain_renders_at_the_inputs_rate_where_its_response_allows_and_resamples_otherwise(tmp_path):
+    """48 kHz into a 44.1 kHz chain: rendered at 48 kHz; 96 kHz (the 9 kHz bell 0.7 dB off): resampled."""
+    from stemdae.chain.render import renders_at
+    from stemdae.dsp.resample import resample
+
+    fe = FrontEnd(sr=44100, n_fft=2048, hop=1024, target_lufs=-23.0, window_s=2.0, peak_ceiling_dbfs=-1.0)
+    s = Chain(ChainConfig(sr=44100, n_bells=1, reverb=True, reverb_ir_s=0.3)).settings()
+    s["bell0"].update(freq_hz=9000.0, gain_db=-4.0, q=4.0)
+    s["compressor"].update(threshold_db=-24.0, ratio=3.0)
+    s["reverb"].update(rt60_s=0.4, wet_db=-15.0)
+    Chain.from_settings(s).save(tmp_path / "chain.pt", group="vocal", frontend=fe.to_dict())
+    assert renders_at(s, 48000) and not renders_at(s, 96000)
+    for sr in (48000, 96000):
+        rng = np.random.default_rng(sr)
+        x = (0.1 * rng.standard_normal((2, 3 * sr)) * np.linspace(0.2, 1.0, 3 * sr)).astype(np.float32)
+        y = stemdae.process(x, sr, model=str(tmp_path / "chain.pt"))
+        gain = np.float32(10 ** (loudness_gain_db(ArraySource(x, sr), fe)[0] / 20))
+        if sr == 48000:
+            want = render_pedalboard(s, x * gain, sr)
+        else:
+            want = resample(render_pedalboard(s, resample(x * gain, sr, 44100), 44100), 44100, sr)
+        assert y.shape == x.shape and np.abs(want).max() > 0.05
+        err_db = 10 * np.log10(np.sum((y - want) ** 2) / np.sum(want**2))
+        assert err_db < (-100 if sr == 48000 else -60), (sr, err_db)

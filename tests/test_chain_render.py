@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stemdae.chain import Chain, ChainConfig, render_pedalboard
-from stemdae.chain.render import JUCE_IR_NORM_DB, Convolver, impulse_response
+from stemdae.chain.render import JUCE_IR_NORM_DB, RATE_TOLERANCE_DB, Convolver, impulse_response, renders_at
 from stemdae.errors import AudioError, ModelError
 
 SR = 44100
@@ -104,14 +104,44 @@ def test_pedalboard_renders_the_whole_chain_like_the_differentiable_one():
     assert np.sum((rendered - x) ** 2) > 0.1 * np.sum(x**2)  # the chain changed the signal
 
 
-def test_render_rejects_a_wrong_rate_and_bad_settings():
+def test_render_rejects_a_rate_that_bends_the_response_and_bad_settings():
     s = _eq_settings()
-    with pytest.raises(AudioError, match="48000 Hz"):
-        render_pedalboard(s, np.zeros((1, 100), np.float32), 48000)
+    with pytest.raises(AudioError, match="96000 Hz.*resample to 44100 Hz"):  # the 9 kHz bell: 0.7 dB off
+        render_pedalboard(s, np.zeros((1, 100), np.float32), 96000)
+    with pytest.raises(AudioError, match="22050 Hz"):  # below the fitted rate: never
+        render_pedalboard(s, np.zeros((1, 100), np.float32), 22050)
     with pytest.raises(AudioError, match="shape"):
         render_pedalboard(s, np.zeros(100, np.float32), SR)
     with pytest.raises(ModelError, match="format"):
         render_pedalboard({"config": {"sr": SR}}, np.zeros((1, 100), np.float32), SR)
+
+
+def test_a_chain_renders_at_an_admitted_rate_with_the_same_response_in_hz_and_reverb_level():
+    """`stemdae process` renders at the input's rate where `renders_at` admits it (no resampling)."""
+    settings = _eq_settings()
+    assert renders_at(settings, 48000) and not renders_at(settings, 96000) and renders_at(settings, SR)
+    n = 1 << 16
+    impulse = np.zeros((1, n), np.float32)
+    impulse[0, 0] = 1.0
+    h = render_pedalboard(settings, impulse, 48000)[0].astype(np.float64)
+    freqs = np.fft.rfftfreq(n, 1 / 48000)
+    band = (freqs >= 50) & (freqs <= 16000)
+    rendered_db = 20 * np.log10(np.abs(np.fft.rfft(h))[band])
+    chain_db = Chain.from_settings(settings).eq_response_db(freqs[band]).detach().numpy()
+    assert np.max(np.abs(rendered_db - chain_db)) < RATE_TOLERANCE_DB
+    # the reverb: the wet path's energy against the dry one below 20 kHz is the same at both rates (within 0.1 dB)
+    s = Chain(ChainConfig(sr=SR, n_bells=1, reverb=True, reverb_ir_s=0.5)).settings()
+    s["reverb"].update(rt60_s=0.5, wet_db=-6.0)
+    wet_db = {}
+    for sr in (SR, 48000):
+        assert impulse_response(s, sr).size == round(0.5 * sr)
+        x = (0.1 * np.random.default_rng(0).standard_normal(3 * sr)).astype(np.float32)
+        dry = render_pedalboard(dict(s, config=dict(s["config"], reverb=False)), x[None], sr)[0]
+        wet = render_pedalboard(s, x[None], sr)[0] - dry
+        wet, dry = (np.fft.irfft(np.fft.rfft(y) * (np.fft.rfftfreq(y.size, 1 / sr) < 20000), y.size) for y in (wet, dry))
+        wet_db[sr] = 10 * np.log10(np.sum(wet[sr:] ** 2) / np.sum(dry[sr:] ** 2))
+    assert abs(wet_db[SR] - (-6.0)) < 0.5
+    assert abs(wet_db[48000] - wet_db[SR]) < 0.1
 
 
 @pytest.mark.parametrize("sizes", [[5000], [7, 300, 1, 4000, 2], [20000, 20000]])
@@ -193,3 +223,17 @@ def test_a_chain_saved_before_the_low_pass_and_the_reverb_build_up_still_loads_a
     with torch.no_grad():
         ours = chain(torch.from_numpy(x)[None])[0].numpy()
     np.testing.assert_allclose(render_pedalboard(s, x[None], SR)[0], ours, atol=1e-4)
+
+
+def test_fast_len_is_the_smallest_5_smooth_size():
+    from stemdae.chain.render import fast_len
+
+    def smooth(m: int) -> bool:
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in [1, 2, 7, 97, 1000, 4097, 161099, 262145]:
+        m = fast_len(n)
+        assert m >= n and smooth(m) and not any(smooth(k) for k in range(n, m)), n

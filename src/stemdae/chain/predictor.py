@@ -27,7 +27,7 @@ import numpy as np
 
 from stemdae.chain.encoder import FRAME, numpy_settings
 from stemdae.chain.record import CHAIN_FILE, CONDITIONAL_FILE, CONDITIONAL_FORMAT, FORMAT, read_blob
-from stemdae.chain.render import Renderer, build_board
+from stemdae.chain.render import Renderer, build_board, renders_at
 from stemdae.errors import ModelError
 from stemdae.frontend import FrontEnd
 from stemdae.modelrecord import RecordMeta
@@ -49,6 +49,7 @@ class _OnCpu(RecordMeta):
     """What both chain predictors share: CPU only (pedalboard), ``group`` and ``trained_on`` from ``meta``."""
 
     device = "cpu"
+    engine = "pedalboard"  # not torch: the render core leaves glibc's malloc settings alone (inference/render.py)
 
     def to(self, device: Any):
         if str(device) != "cpu":
@@ -66,9 +67,17 @@ class ChainPredictor(_OnCpu):
             raise ModelError(f"chain fitted at {settings['config']['sr']} Hz, its front end at {frontend.sr} Hz")
         build_board(settings)  # a malformed settings dict fails here, not on the first file
         self.settings, self.frontend, self.meta = settings, frontend, dict(meta or {})
+        self._rates: dict[int, bool] = {}
 
-    def stream(self, channel: int = 0) -> ChainStream:
-        return ChainStream(self.settings)
+    def stream(self, channel: int = 0, sr: int | None = None) -> ChainStream:
+        """Channel ``channel``'s stream at ``sr`` (the fitted rate by default; see :meth:`renders_at`)."""
+        return ChainStream(self.settings, sr)
+
+    def renders_at(self, sr: int) -> bool:
+        """Whether to render a ``sr`` input at its own rate, without resampling (:func:`stemdae.chain.render.renders_at`)."""
+        if sr not in self._rates:
+            self._rates[sr] = renders_at(self.settings, sr)
+        return self._rates[sr]
 
 
 class ConditionalPredictor(_OnCpu):

@@ -29,8 +29,8 @@ What one recording goes through (the front end is the model's own
    (``benchmarks/bench_stereo.py``, BENCHMARKS.md "Stereo rendering"). A mono
    input is the one-channel case: the model sees exactly its magnitudes. A
    chain model (``stemdae.chain.predictor``) replaces STFT -> model ->
-   overlap-add by its pedalboard and reverb, each channel on its own thread
-   (:class:`_PerChannel`); a conditional chain first predicts those settings from the
+   overlap-add by its pedalboard and reverb, each channel on its own thread,
+   at the input's rate where the chain's response allows (:class:`_ChainLanes`); a conditional chain first predicts those settings from the
    loudest window of pass 1.
 3. ``restore_loudness`` undoes the input gain on the output (the output then
    sits at the input's level instead of the model's ``target_lufs`` level).
@@ -52,13 +52,11 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from stemdae.dsp import bs1770
 from stemdae.dsp.channels import downmix
 from stemdae.dsp.energy import best_window, search_hop
-from stemdae.dsp import bs1770
 from stemdae.dsp.loudness import MIN_DURATION_S, normalize_loudness
 from stemdae.dsp.resample import Resampler, resampled_length
-from stemdae.dsp.stft import hann
-from stemdae.dsp.stream import FrameProcessor, griffin_lim_frames, unit_phasor, with_raw_phase
 from stemdae.errors import AudioError, ConfigError, ModelError
 from stemdae.frontend import FrontEnd
 from stemdae.modelrecord import PRECISIONS
@@ -227,6 +225,9 @@ Tap = Callable[[int, np.ndarray, np.ndarray], None]
 
 def _transform(predictor: Any, st: Settings, tap: Tap | None):
     """The linked rendering of a block of frames (module docstring, step 2): one model call for all channels."""
+    from stemdae.dsp.stft import hann
+    from stemdae.dsp.stream import griffin_lim_frames, unit_phasor, with_raw_phase
+
     window = hann(st.frontend.n_fft).astype(np.float32)
 
     def transform(mag: np.ndarray, spec: np.ndarray) -> np.ndarray:
@@ -251,35 +252,53 @@ def _transform(predictor: Any, st: Settings, tap: Tap | None):
     return transform
 
 
-class _PerChannel:
-    """A chain model's streams, one per channel, as one ``(channels, samples)`` stream.
+class _ChainLanes:
+    """Pass 2 of a chain model (chain/predictor.py): per channel, resample in -> its stream -> resample out.
 
-    The channels run in threads (pedalboard and scipy.fft release the GIL), each with
-    its own state, so the output does not depend on the thread count.
+    At the input's own rate (no resampling) where the chain's response there stays within
+    0.5 dB of the fitted rate's (:func:`stemdae.chain.render.renders_at`: 48 kHz, typically,
+    for a chain fitted at 44.1 kHz); at the fitted rate otherwise.
+
+    One lane per channel, each on a thread of its own (soxr, pedalboard and numpy's FFT
+    release the GIL) with its own state, so the output does not depend on the thread
+    count. Pipelined by one block: ``push`` queues a block and returns the previous
+    one's output, so reading and writing overlap the DSP. The total is cut to exactly ``n``.
     """
 
-    def __init__(self, predictor: Any, channels: int) -> None:
-        self.streams = [predictor.stream(c) for c in range(channels)]
-        self.pool = ThreadPoolExecutor(min(channels, os.cpu_count() or 1)) if channels > 1 else None
+    def __init__(self, predictor: Any, model_sr: int, sr: int, n: int, channels: int) -> None:
+        rate = sr if predictor.renders_at(sr) else model_sr  # settings in Hz, dB, ms: the input's rate where it may
+        self.lanes = [(Resampler(sr, rate), predictor.stream(c, rate), Resampler(rate, sr)) for c in range(channels)]
+        self.out = _Exact(n, channels)
+        self.pool = ThreadPoolExecutor(min(channels, os.cpu_count() or 1))
+        self.pending: list[Any] = []
 
-    def _each(self, fn: Callable[[int], np.ndarray]) -> np.ndarray:
-        idx = range(len(self.streams))
-        return np.stack(list(self.pool.map(fn, idx)) if self.pool else [fn(c) for c in idx])
+    def _lane(self, c: int, x: np.ndarray | None) -> np.ndarray:
+        rs_in, stream, rs_out = self.lanes[c]
+        if x is None:  # the end: flush the resamplers and the stream
+            y = stream.push(rs_in.push(np.zeros(0, np.float32), last=True))
+            return rs_out.push(np.concatenate([y, stream.finish()]), last=True)
+        return rs_out.push(stream.push(rs_in.push(x)))
+
+    def _swap(self, x: np.ndarray | None) -> np.ndarray:
+        """Queue ``x`` (None: the flush); the output of what was queued before, cut to ``n``."""
+        done = np.stack([f.result() for f in self.pending]) if self.pending else None
+        self.pending = [self.pool.submit(self._lane, c, None if x is None else x[c]) for c in range(len(self.lanes))]
+        return self.out.take(done) if done is not None else np.zeros((len(self.lanes), 0), np.float32)
 
     def push(self, x: np.ndarray) -> np.ndarray:
-        return self._each(lambda c: self.streams[c].push(x[c]))
+        return self._swap(x)
 
     def finish(self) -> np.ndarray:
-        y = self._each(lambda c: self.streams[c].finish())
-        if self.pool:
-            self.pool.shutdown()
-        return y
+        y = [self._swap(None), self.out.take(np.stack([f.result() for f in self.pending]))]
+        self.pool.shutdown()
+        return np.concatenate([*y, self.out.rest()], axis=1)
 
 
 class _Chain:
     """Pass 2 of all channels: resample in -> model -> resample out, cut to exactly ``n``.
 
-    The model: the DAE through the STFT (:class:`FrameProcessor`), or a chain model's own streams.
+    The DAE through the STFT (:class:`stemdae.dsp.stream.FrameProcessor`); a chain model
+    goes through :class:`_ChainLanes` instead.
     """
 
     def __init__(self, predictor: Any, st: Settings, sr: int, n: int, channels: int, tap: Tap | None) -> None:
@@ -288,10 +307,10 @@ class _Chain:
         self.rs_in = Resampler(sr, fe.sr, channels=channels)
         self.rs_out = Resampler(fe.sr, sr, channels=channels)
         self.mid, self.out = _Exact(resampled_length(n, sr, fe.sr), channels), _Exact(n, channels)
-        # a chain model (chain/predictor.py) has its own time-domain streams
-        self.fp = _PerChannel(predictor, channels) if hasattr(predictor, "stream") else FrameProcessor(
-            _transform(predictor, st, tap), n_fft=fe.n_fft, hop=fe.hop, block_frames=st.block_frames,
-            channels=channels)
+        from stemdae.dsp.stream import FrameProcessor  # here: scipy.fft, which a chain model does not need
+
+        self.fp = FrameProcessor(_transform(predictor, st, tap), n_fft=fe.n_fft, hop=fe.hop,
+                                 block_frames=st.block_frames, channels=channels)
 
     def push(self, x: np.ndarray) -> np.ndarray:
         return self.out.take(self.rs_out.push(self.fp.push(self.mid.take(self.rs_in.push(x)))))
@@ -359,7 +378,8 @@ def render(src: Source, predictor: Any, st: Settings, sink: Callable[[np.ndarray
     back = np.float32(10 ** (-gain_db / 20)) if st.restore_loudness else np.float32(1.0)
     info = RenderInfo(n=n, sr=src.sr, channels_in=n_in, channels_out=n_out, gain_db=gain_db,
                       window_start_s=start_s, restore_gain_db=-gain_db if st.restore_loudness else 0.0)
-    chain = _Chain(predictor, st, src.sr, n, n_out, tap)
+    chain = (_ChainLanes(predictor, st.frontend.sr, src.sr, n, n_out) if hasattr(predictor, "stream")
+             else _Chain(predictor, st, src.sr, n, n_out, tap))
 
     def emit(y: np.ndarray) -> None:
         if y.shape[1]:
