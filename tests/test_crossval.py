@@ -151,3 +151,10 @@ def test_chain_crossval_scores_the_chain_beside_the_folds_own_dae(project):
     mtimes = [f.stat().st_mtime_ns for f in results]
     chain_run(params, paths, seeds=1, steps=3, shifted=shifted)
     assert [f.stat().st_mtime_ns for f in results] == mtimes and (out / "report.md").read_text() == report
+    # the conditional mode: its own folder (its own presets), both chain modes scored, the preset run untouched
+    files = chain_run(params, paths, seeds=1, steps=2, mode="conditional")
+    cond = pd.read_csv(project / "reports" / "crossval" / "chain-conditional" / "per_song.csv")
+    assert {"chain_preset", "chain_conditional", "dae"} <= set(cond["method"])
+    assert set(cond["song"]) == set(dae_songs["song"])
+    assert (project / "work/crossval/chain-conditional/fold1/seed0/models/chain/bass/conditional.pt").is_file()
+    assert [f.stat().st_mtime_ns for f in results] == mtimes

@@ -10,6 +10,7 @@ timbre-shifted song). Per-segment rows go to ``work/crossval/NAME/chain/results/
 ``(fold, seed, group)``, written atomically: an interrupted run resumes from the finished
 units), and :mod:`stemdae.crossval_report`'s statistics over songs, with each chain mode as
 the subject compared with the DAE and the baselines, to ``reports/crossval/NAME/chain/``.
+``mode="conditional"`` works in ``chain-conditional/`` instead (its own presets, its own report).
 
     python scripts/chain_crossval.py --root ROOT --name NAME [--seeds 1 --steps 300 --mode preset
                                       --shifted SHIFTED_CORPUS]
@@ -73,8 +74,9 @@ def run(params: Params, paths: Paths, *, name: str = "default", seeds: int = 1, 
         raise CacheError(f"{dae_root / 'folds.json'}: missing; run `stemdae crossval --name {name}` first")
     folds = json.loads((dae_root / "folds.json").read_text())
     k, p = len(folds), cv.absolute_params(params, paths)
-    root = dae_root / "chain"
-    out = (paths.reports_dir / "crossval" / ("" if name == "default" else name) / "chain").resolve()
+    leaf = "chain" if mode == "preset" else f"chain-{mode}"  # a conditional run fits its own presets too
+    root = dae_root / leaf
+    out = (paths.reports_dir / "crossval" / ("" if name == "default" else name) / leaf).resolve()
     shared = paths.work / "crossval" / "common"
     seed_list = [params.training.seed + i for i in range(seeds)]
     steps = params.chain.steps if steps is None else steps
