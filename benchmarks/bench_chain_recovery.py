@@ -94,16 +94,13 @@ def fitted_reverb(settings: dict) -> dict | None:
     """:func:`reverb_tail` of the fitted chain's reverb: the impulse response ``render.py`` convolves with
     (unit energy, so the wet-to-dry energy is ``wet_db``; rendering it through the whole board would add
     the two 10 Hz high-pass sections' own tail, about -28 dB, to the measure)."""
-    from stemdae.chain.reverb import envelope, reverb_noise
+    from stemdae.chain.render import impulse_response
 
-    cfg = settings["config"]
-    if not cfg["reverb"]:
+    ir = impulse_response(settings)
+    if ir is None:
         return None
-    sr, rev = cfg["sr"], settings["reverb"]
-    noise = reverb_noise(sr, ir_s=cfg["reverb_ir_s"], seed=cfg["reverb_seed"]).astype(np.float64)
-    ir = noise * envelope(np.arange(noise.size) / sr, rev["rt60_s"], rev.get("buildup_ms"), np)
-    ir *= 10 ** (rev["wet_db"] / 20) / np.sqrt(np.sum(ir * ir))
-    return reverb_tail(np.concatenate([ir, np.zeros(2 * sr)]), 1.0, sr)
+    sr = settings["config"]["sr"]
+    return reverb_tail(np.concatenate([ir * 10 ** (settings["reverb"]["wet_db"] / 20), np.zeros(2 * sr)]), 1.0, sr)
 
 
 def fitted_songs(root: Path, group: str) -> list[dict]:

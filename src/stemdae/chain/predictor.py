@@ -4,8 +4,10 @@
 reads from a model -- ``frontend`` (rate and loudness rule of the training
 segments), ``group``, ``trained_on``, ``device`` -- and, instead of
 ``predict_magnitude``, :meth:`ChainPredictor.stream`: one channel's
-pedalboard and reverb, processed block by block with its state kept (the output equals :func:`stemdae.chain.render.render_pedalboard` of
-the whole channel to float rounding). Read from ``chain.pt`` without torch (:mod:`stemdae.chain.record`).
+pedalboard and reverb, processed block by block with its state kept (the
+output equals :func:`stemdae.chain.render.render_pedalboard` of the whole
+channel to float rounding). Read from ``chain.pt`` without torch
+(:mod:`stemdae.chain.record`).
 
 :class:`ConditionalPredictor` (``conditional.pt``) has no settings of its own:
 the render core calls :meth:`ConditionalPredictor.conditioned` with the
@@ -74,7 +76,7 @@ class ChainPredictor(_OnCpu):
         return ChainStream(self.settings, sr)
 
     def renders_at(self, sr: int) -> bool:
-        """Whether to render a ``sr`` input at its own rate, without resampling (:func:`stemdae.chain.render.renders_at`)."""
+        """Whether a ``sr`` input renders at its own rate (:func:`stemdae.chain.render.renders_at`; cached)."""
         if sr not in self._rates:
             self._rates[sr] = renders_at(self.settings, sr)
         return self._rates[sr]

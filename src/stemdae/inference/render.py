@@ -30,8 +30,9 @@ What one recording goes through (the front end is the model's own
    input is the one-channel case: the model sees exactly its magnitudes. A
    chain model (``stemdae.chain.predictor``) replaces STFT -> model ->
    overlap-add by its pedalboard and reverb, each channel on its own thread,
-   at the input's rate where the chain's response allows (:class:`_ChainLanes`); a conditional chain first predicts those settings from the
-   loudest window of pass 1.
+   at the input's rate where the chain's response allows (:class:`_ChainLanes`);
+   a conditional chain first predicts those settings from the loudest window
+   of pass 1.
 3. ``restore_loudness`` undoes the input gain on the output (the output then
    sits at the input's level instead of the model's ``target_lufs`` level).
 
