@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,6 +83,15 @@ def test_plan_and_settings_are_deterministic(tmp_path):
     assert (a.augmented_dir / "manifest.csv").read_bytes() == (b.augmented_dir / "manifest.csv").read_bytes()
     augment.run(SMALL.model_copy(update={"method": "spectral"}), b, seed=0)
     assert (a.augmented_dir / "manifest.csv").read_bytes() == (b.augmented_dir / "manifest.csv").read_bytes()
+    # a DVC output holds no timing: the same inputs and settings give the same bytes (the same hash in any
+    # clone; the pipeline's paths are relative, these are two folders, so `outputs` is set aside)
+    c = make_segments(tmp_path / "c", PAIRS)
+    augment.run(SMALL, c, seed=0)
+    files = sorted(p.name for p in a.augmented_dir.iterdir() if p.name != "summary.json")
+    assert files and all((a.augmented_dir / f).read_bytes() == (c.augmented_dir / f).read_bytes() for f in files)
+    summaries = [json.loads((w.augmented_dir / "summary.json").read_text()) for w in (a, c)]
+    assert "elapsed_s" not in summaries[0] and [s | {"outputs": None} for s in summaries][0] == \
+        [s | {"outputs": None} for s in summaries][1]
 
 
 def test_missing_manifest_and_segment_are_named(tmp_path):

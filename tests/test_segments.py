@@ -59,6 +59,7 @@ def test_segments_contract_and_loudness(project):
     assert list(manifest.split) == list(pairs_df.split)
     assert summary.counts["computed"] == 5 and summary.counts["kept"] == 0
     assert (seg_dir / "summary.json").is_file()
+    assert "elapsed_s" not in (seg_dir / "summary.json").read_text()  # a DVC output: no timing in it
     ceiling = 10 ** (-1 / 20)
     for _, m in manifest.iterrows():
         x = np.load(seg_dir / f"{m.pair_id}.npy")

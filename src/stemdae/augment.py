@@ -213,6 +213,6 @@ def run(aug: AugmentationParams, paths: Paths, *, seed: int, sr: int = 44100) ->
     }
     summary.outputs = [str(out_dir)]
     summary.done()
-    report = {**summary.to_json(), "settings": settings}
+    report = {**summary.to_json(timing=False), "settings": settings}  # inside a DVC output: no timing
     write_text(out_dir / "summary.json", json.dumps(report, indent=2) + "\n")
     return summary

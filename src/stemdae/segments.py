@@ -300,7 +300,8 @@ def run(params: Params, paths: Paths, *, jobs: int | None = None) -> Summary:
                           peak_limited=limited, removed_stale=removed)
     summary.outputs.append(str(out_dir))
     summary.done()
-    write_json(out_dir / "summary.json", {**summary.to_json(), "settings": seg.model_dump(mode="json")})
+    write_json(out_dir / "summary.json",  # inside a DVC output: no timing
+               {**summary.to_json(timing=False), "settings": seg.model_dump(mode="json")})
     log.info("segments: %d written (%d computed, %d kept), %d skipped, %d peak-limited in %.1f s",
              len(manifest), len(done) - kept, kept, len(summary.skips), limited, summary.elapsed_s)
     return summary

@@ -49,14 +49,16 @@ class Summary:
         lines = [line] + [f"  skipped {s.text()}" for s in self.skips]
         return "\n".join(lines)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, *, timing: bool = True) -> dict[str, Any]:
+        """The summary as JSON; ``timing=False`` for a file inside a DVC output, which must depend
+        on the inputs alone (the same inputs, byte-identical outputs: equal hashes in every clone)."""
+        out = {
             "stage": self.stage,
             "counts": self.counts,
             "outputs": self.outputs,
             "skipped": [{"file": s.file, "reason": s.reason} for s in self.skips],
-            "elapsed_s": self.elapsed_s,
         }
+        return out | ({"elapsed_s": self.elapsed_s} if timing else {})
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
