@@ -19,7 +19,7 @@ def _params_paths(args: argparse.Namespace):
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from stemdae.chain.chain import ChainConfig
-    from stemdae.chain.group import fit_group
+    from stemdae.chain.group import fit_group, validation_songs
     from stemdae.frontend import FrontEnd, TrainedOn
 
     params, paths = _params_paths(args)
@@ -33,7 +33,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     summary = fit_group(paths.segments_dir, paths.models_dir, args.group, sr=sr, config=config,
                         steps=pick("steps"), seed=pick("seed"), crop_s=pick("crop_s"), batch=pick("batch"),
                         lr=pick("lr"), mode=pick("mode"), meta=meta,
-                        exclude_songs=_validation_songs(params, paths, args.group))
+                        exclude_songs=validation_songs(params, paths.segments_dir, args.group))
     if not args.no_mlflow:
         from stemdae.chain.track import log_chain
 
@@ -43,18 +43,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
         summary["registered"] = f"{info['registered_name']}/{info['registered_version']}" if info["registered_name"] else None
     print(json.dumps(summary))
     return 0
-
-
-def _validation_songs(params, paths, group: str) -> list[str]:
-    """The DAE's validation draw for ``group`` (``training.val_fraction``, ``training.seed``), left out of the fit."""
-    import pandas as pd
-
-    from stemdae.chain.group import split_songs_of
-    from stemdae.data import split_songs
-
-    t = params.training_for(group)
-    songs = pd.DataFrame({"song": split_songs_of(paths.segments_dir, group)})
-    return split_songs(songs, val_fraction=t.val_fraction, seed=t.seed)[1]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -23,8 +23,6 @@ import logging
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from stemdae.config import Params, Paths
 from stemdae.errors import CacheError
 
@@ -33,19 +31,9 @@ log = logging.getLogger(__name__)
 __all__ = ["run"]
 
 
-def _validation_songs(params: Params, ws: Paths, group: str, seed: int) -> list[str]:
-    """The fold's DAE validation draw for ``group`` with ``seed`` (left out of the chain fit)."""
-    from stemdae.chain.group import split_songs_of
-    from stemdae.data import split_songs
-
-    t = params.training_for(group)
-    train = pd.DataFrame({"song": split_songs_of(ws.segments_dir, group)})
-    return split_songs(train, val_fraction=t.val_fraction, seed=seed)[1]
-
-
 def _fit(params: Params, ws: Paths, models_dir: Path, group: str, seed: int, steps: int, mode: str) -> dict:
     from stemdae.chain.chain import ChainConfig
-    from stemdae.chain.group import fit_group
+    from stemdae.chain.group import fit_group, validation_songs
     from stemdae.frontend import FrontEnd
 
     cp, sr = params.chain, params.segments.sr
@@ -53,7 +41,7 @@ def _fit(params: Params, ws: Paths, models_dir: Path, group: str, seed: int, ste
     return fit_group(ws.segments_dir, models_dir, group, sr=sr, config=config, steps=steps, seed=seed,
                      crop_s=cp.crop_s, batch=cp.batch, lr=cp.lr, mode=mode,
                      meta={"frontend": FrontEnd.from_params(params).to_dict()},
-                     exclude_songs=_validation_songs(params, ws, group, seed))
+                     exclude_songs=validation_songs(params, ws.segments_dir, group, seed=seed))
 
 
 def run(params: Params, paths: Paths, *, name: str = "default", seeds: int = 1, steps: int | None = None,

@@ -36,6 +36,18 @@ def split_songs_of(segments_dir: Path, group: str, *, split: str = "train") -> l
     return sorted({r["song"] for r in io.read_csv(manifest, MANIFEST_COLUMNS) if r["group"] == group and r["split"] == split})
 
 
+def validation_songs(params, segments_dir: Path, group: str, *, seed: int | None = None) -> list[str]:
+    """The DAE's validation draw for ``group`` (``training.val_fraction``; ``seed``, default
+    ``training.seed``): the songs a chain fit leaves out, as the DAE's training does."""
+    import pandas as pd
+
+    from stemdae.data import split_songs
+
+    t = params.training_for(group)
+    songs = pd.DataFrame({"song": split_songs_of(segments_dir, group)})
+    return split_songs(songs, val_fraction=t.val_fraction, seed=t.seed if seed is None else seed)[1]
+
+
 def training_pairs(segments_dir: Path, group: str, *, split: str = "train",
                    exclude_songs: Collection[str] = ()) -> list[np.ndarray]:
     """The ``(2, n)`` raw/stem segments of ``group`` in ``split``, in manifest order, but ``exclude_songs``."""
