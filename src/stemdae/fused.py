@@ -77,9 +77,14 @@ def pair_magnitudes(pair: np.ndarray, sr: int, *, cents: tuple[int, ...], method
         the raw phase ``(frames, bins)`` (else ``None``).
     """
     versions = pair[None] if tuple(cents) == (0,) else augment_pair(pair, sr, cents=list(cents), method=method)[0]
-    spec = stft(versions, n_fft=n_fft, hop=hop)  # (versions, 2, bins, frames)
-    mags = np.abs(spec).swapaxes(-1, -2)
-    phase = np.angle(spec[0, 0]).T.astype(np.float32) if tuple(cents) == (0,) else None
+    mags, phase = None, None
+    for i, version in enumerate(versions):  # one version at a time: a batched STFT's framed copy of all 17
+        spec = stft(version, n_fft=n_fft, hop=hop)  # (2, bins, frames)   was 120 MB and 3-5x slower
+        if mags is None:
+            mags = np.empty((len(versions), 2, spec.shape[-1], spec.shape[-2]), np.float32)
+        mags[i] = np.abs(spec).swapaxes(-1, -2)
+        if tuple(cents) == (0,):
+            phase = np.angle(spec[0]).T.astype(np.float32)
     return mags, phase
 
 
