@@ -157,4 +157,7 @@ def test_chain_crossval_scores_the_chain_beside_the_folds_own_dae(project):
     assert {"chain_preset", "chain_conditional", "dae"} <= set(cond["method"])
     assert set(cond["song"]) == set(dae_songs["song"])
     assert (project / "work/crossval/chain-conditional/fold1/seed0/models/chain/bass/conditional.pt").is_file()
+    cond_metrics = json.loads((project / "reports/crossval/chain-conditional/metrics.json").read_text())
+    assert "chain_conditional_vs_chain_preset" in cond_metrics["groups"]["chain_conditional"]["bass"]
+    assert "÷ chain (preset)" in (project / "reports/crossval/chain-conditional/report.md").read_text()
     assert [f.stat().st_mtime_ns for f in results] == mtimes

@@ -128,8 +128,8 @@ def _report(params: Params, root: Path, out: Path, folds: list[list[str]], seeds
         songs.to_csv(out / f"per_song{suffix}.csv", index=False)
         modes = [m for m in ("chain_preset", "chain_conditional") if not songs.empty and m in set(songs["method"])]
         what = "timbre-shifted songs" if suffix else "songs of the held-out folds"
-        for mode in modes:
-            others = ("dae", *cr.BASELINES)
+        for mode in modes:  # the conditional mode is also compared with its own preset, song by song
+            others = ("dae", *cr.BASELINES, *(["chain_preset"] if mode == "chain_conditional" else []))
             summary = cr.summarize(songs, metric=metric, confidence=conf, subject=mode, others=others)
             metrics.setdefault(f"groups{suffix}", {})[mode] = summary
             lines += [f"## {cr.NAMES[mode]}, {what}", "", *cr.tables(summary, metric, what, subject=mode,
