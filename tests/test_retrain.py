@@ -1,14 +1,16 @@
 """`stemdae retrain`: real git, real DVC, a local-directory remote, a real `mlflow server`.
 
 The fast tests run retrain on a one-stage stand-in pipeline (same CLI, same DVC
-commands). The slow test runs the whole stemdae pipeline, tiny, on the demo
-corpus: (a) a clone with no changes is a no-op, (b) a new song retrains,
-registers new versions on the server, pushes and diffs the metrics, (c) a
-second clone pulls identical outputs.
+commands). The slow test runs `stemdae main`, tiny, on the demo corpus against a server
+addressed with a password in its URI, then: (a) a clone with no changes is a
+no-op, (b) a new song retrains, registers new versions on the server, pushes
+and diffs the metrics, (c) a second clone pulls identical outputs; the password
+reaches no stream and no file.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -322,9 +324,29 @@ def _retrain(root: Path, env: dict[str, str], *args: str) -> subprocess.Complete
     return proc
 
 
+# A password built at run time: not even this file (copied into the test projects) holds it.
+SECRET = "pw-" + "".join(reversed("Kx18qZ"))
+
+
+def files_holding(root: Path, needles: list[bytes]) -> list[str]:
+    """``path: needle`` for every regular file under ``root`` that contains one of ``needles``."""
+    hits = []
+    for f in root.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            data = f.read_bytes()
+            hits += [f"{f.relative_to(root)}: {n!r}" for n in needles if n in data]
+    return hits
+
+
 @pytest.mark.slow
-def test_retrain_end_to_end_on_the_demo_corpus(tmp_path, mlflow_server):
-    env = _env(MLFLOW_TRACKING_URI=mlflow_server)
+def test_main_then_retrain_end_to_end_with_a_password_in_the_tracking_uri(tmp_path, mlflow_server):
+    """The whole pipeline, tiny, on the demo corpus, against a real server addressed as
+    http://alice:<password>@host (as a CI secret would give it): `stemdae main` trains and registers;
+    (a) a clone with no changes is a no-op, (b) a new song retrains, registers new versions, pushes and
+    diffs the metrics, (c) a second clone pulls identical outputs; then `stemdae process`. The password
+    reaches no output stream, no file of any clone and not the server's store."""
+    uri = mlflow_server.replace("http://", f"http://alice:{SECRET}@") + "/"
+    env = _env(MLFLOW_TRACKING_URI=uri)
     main = new_project(tmp_path / "clone1", env)
     env["PYTHONPATH"] = str(main / "src")  # the copy's code, as DVC tracks it
     write_tiny_params(main)
@@ -335,24 +357,25 @@ def test_retrain_end_to_end_on_the_demo_corpus(tmp_path, mlflow_server):
     (main / "data").mkdir()
     for song in songs[:-1]:
         shutil.move(str(song), main / "data" / song.name)
-    sh(["dvc", "add", "-q", "data"], main, env)
-    git_commit(main, env, "tiny project with the demo corpus")
+    streams: list[subprocess.CompletedProcess] = []
 
-    # First-ever run: the remote is empty, retrain trains, registers and pushes.
-    first = _retrain(main, env)
-    assert "Changed:" in first.stdout
+    # `stemdae main` on a corpus in data/: dvc add, dvc repro, every group trained and registered.
+    streams.append(sh(["stemdae", "main"], main, env, timeout=900))
+    v1 = _versions(uri, main)
+    assert set(v1) == {"bass", "guitar", "vocal", "keys"}, v1
+    assert all(info["registered_version"] is not None for info in v1.values())
+    sh(["dvc", "push", "-q"], main, env)  # what `stemdae main` tells the user to do next
     remote = tmp_path / "stemdae-dvc-remote"
     assert any(remote.rglob("*")), "nothing pushed to the default remote"
-    v1 = _versions(mlflow_server, main)
-    assert v1, "no models/<group>/mlflow.json after training"
-    git_commit(main, env, "first training")
+    git_commit(main, env, "tiny project with the demo corpus, first training")
 
     # (a) a fresh clone with no changes: pulls, and retrain is a no-op.
     clone_a = tmp_path / "clone_a"
     sh(["git", "clone", "-q", str(main), str(clone_a)], tmp_path, env)
     a = _retrain(clone_a, env)
+    streams.append(a)
     assert "Nothing changed" in a.stdout, a.stdout
-    assert _versions(mlflow_server, clone_a) == v1  # nothing new registered
+    assert _versions(uri, clone_a) == v1  # nothing new registered
     assert tree_digest(clone_a, cached_outs(main)) == tree_digest(main, cached_outs(main))
 
     # (b) a new song, `dvc add data`: retrain reruns, registers new versions, pushes, diffs.
@@ -360,10 +383,11 @@ def test_retrain_end_to_end_on_the_demo_corpus(tmp_path, mlflow_server):
     sh(["dvc", "add", "-q", "data"], main, env)
     n_remote = sum(1 for p in remote.rglob("*") if p.is_file())
     b = _retrain(main, env, "--base", "HEAD", "--summary", str(tmp_path / "summary.md"))
+    streams.append(b)
     assert "Changed:" in b.stdout and "`pairs`" in b.stdout
     assert "### Metrics diff (vs `HEAD`)" in b.stdout
     assert "| Path" in b.stdout and "reports/metrics.json" in b.stdout, b.stdout
-    v2 = _versions(mlflow_server, main)
+    v2 = _versions(uri, main)
     newer = [g for g in v2 if g in v1 and int(v2[g]["registered_version"]) > int(v1[g]["registered_version"])]
     assert newer, f"no group got a new registered version: before {v1}, after {v2}"
     for g in newer:
@@ -384,3 +408,17 @@ def test_retrain_end_to_end_on_the_demo_corpus(tmp_path, mlflow_server):
     assert "data" not in outs and any(o.startswith("models") for o in outs)
     assert tree_digest(clone_c, ["data", *outs]) == tree_digest(main, ["data", *outs])
     assert json.loads(sh(["dvc", "status", "--json", *targets], clone_c, env).stdout or "{}") == {}
+
+    # `stemdae process` with the registered model, through the same URI.
+    raw = sorted((main / "data").glob("*/*_RAW/*.wav"))[0]
+    streams.append(sh(["stemdae", "process", str(raw), "--group", "bass", "-o", str(tmp_path / "out.wav")],
+                      main, env, timeout=300))
+    assert (tmp_path / "out.wav").is_file()
+
+    text = "".join(p.stdout + p.stderr for p in streams)
+    assert "***@127.0.0.1" in text  # the URI is named, masked
+    needles = [SECRET.encode(), base64.b64encode(f"alice:{SECRET}".encode())]
+    assert not [n for n in needles if n in text.encode()]
+    for root in (main, clone_a, clone_c, tmp_path / "mlflow-server"):
+        assert files_holding(root, needles) == [], root
+    assert SECRET not in (tmp_path / "summary.md").read_text()

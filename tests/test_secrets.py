@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import shutil
 import subprocess
@@ -13,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_retrain import _env, free_port, mlflow_server, new_project, sh, write_tiny_params  # noqa: F401
+from test_retrain import SECRET, _env, free_port
 
 from stemdae.secrets import MaskingFilter, mask_text, mask_uri, uri_secrets
 
-SECRET = "pw-" + "".join(reversed("Kx18qZ"))  # built at run time: not even this file (copied into the project) holds it
 
 
 @pytest.mark.parametrize(("uri", "expected"), [
@@ -93,33 +91,5 @@ def test_unreachable_tracking_server_fails_fast_in_one_masked_line(tmp_path):
     assert not list(tmp_path.glob("*.bass.*"))
 
 
-def _files_holding(root: Path, needles: list[bytes]) -> list[str]:
-    hits = []
-    for f in root.rglob("*"):
-        if f.is_file() and not f.is_symlink():
-            data = f.read_bytes()
-            hits += [f"{f.relative_to(root)}: {n!r}" for n in needles if n in data]
-    return hits
-
-
-@pytest.mark.slow
-def test_password_in_tracking_uri_reaches_no_stream_and_no_file(tmp_path, mlflow_server):
-    """`main` (its DVC stages run `stemdae train`) and `process` against a real server addressed as
-    http://alice:<password>@host."""
-    uri = mlflow_server.replace("http://", f"http://alice:{SECRET}@") + "/"
-    env = _env(MLFLOW_TRACKING_URI=uri)
-    project = new_project(tmp_path / "proj", env)
-    env["PYTHONPATH"] = str(project / "src")
-    write_tiny_params(project)
-    outs = [sh(["stemdae", "main", "--songs", "4"], project, env, timeout=900)]
-    raw = sorted((project / "data").glob("*/*_RAW/*.wav"))[0]
-    outs.append(sh(["stemdae", "process", str(raw), "--group", "bass", "-o", str(tmp_path / "out.wav")],
-                   project, env, timeout=300))
-    streams = "".join(p.stdout + p.stderr for p in outs)
-    assert "***@127.0.0.1" in streams  # the URI is named, masked
-    needles = [SECRET.encode(), base64.b64encode(f"alice:{SECRET}".encode())]
-    assert not [n for n in needles if n in streams.encode()]
-    info = json.loads((project / "models" / "bass" / "mlflow.json").read_text())
-    assert info["registered_version"] is not None
-    assert _files_holding(project, needles) == []
-    assert _files_holding(tmp_path / "mlflow-server", needles) == []  # nor the server's store
+# The password in MLFLOW_TRACKING_URI through `stemdae main`, `retrain` and `process` against a real
+# server: test_retrain.py::test_main_then_retrain_end_to_end_with_a_password_in_the_tracking_uri.

@@ -73,8 +73,8 @@ def corpus_project(tmp_path_factory) -> Path:
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     data["augmentation"]["n_jobs"] = 2
     data["features"]["n_jobs"] = 2
-    # 5 pitch versions instead of 17: the pools and the resumption are what is under test, not the count
-    data["augmentation"]["semitones_min"], data["augmentation"]["semitones_max"] = -1.0, 1.0
+    # 3 pitch versions instead of 17: the pools and the resumption are what is under test, not the count
+    data["augmentation"]["semitones_min"], data["augmentation"]["semitones_max"] = -0.5, 0.5
     (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     stemdae(root, "demo-corpus", "data", "--songs", "4", "--seconds", "12")
     stemdae(root, "pairs")
@@ -153,7 +153,7 @@ def test_sigkill_of_segments_leaves_workers_that_exit_by_themselves(corpus_proje
     _kill_and_check(proc, kids, signal.SIGKILL, grace_s=3.0)
 
 
-@pytest.mark.slow  # ≈ 25 s: segments first, then the features of 5 pitch versions
+@pytest.mark.slow  # ≈ 20 s: segments first, then the features of 3 pitch versions
 def test_sigterm_to_features_stops_its_pool(corpus_project):
     """The pitch shifts run in `features` (augment only draws the plan): its pool stops on SIGTERM."""
     root = corpus_project

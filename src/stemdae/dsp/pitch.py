@@ -5,6 +5,9 @@ BENCHMARKS.md "Pitch shift: implementation choice"):
 
 - ``"librosa"`` (default): phase-vocoder time stretch then soxr_hq resampling
   (``librosa.effects.pitch_shift``). Exact pitch and length, fastest.
+  :func:`pitch_shift_all` computes librosa's result bit for bit with one
+  analysis STFT for every shift and a compiled phase vocoder
+  (:mod:`stemdae.dsp.vocoder`), about 3x faster than calling librosa per shift.
 - ``"pedalboard"``: Rubber Band through ``pedalboard.time_stretch`` with a pitch
   shift, no formant preservation. Exact pitch, several times slower.
 
@@ -127,6 +130,16 @@ def pitch_shift_all(
     """
     x = _check(x, sr, method)
     out = np.empty((len(cents), *x.shape), dtype=np.float32)
+    if method == "librosa":
+        from stemdae.dsp.vocoder import shift_all  # numba: only when shifts are computed
+
+        moved = [i for i, c in enumerate(cents) if c != 0]
+        for i, c in enumerate(cents):
+            if c == 0:
+                out[i] = x
+        if moved:
+            out[moved] = shift_all(x, sr, [float(cents[i]) for i in moved])
+        return out
     for i, c in enumerate(cents):
         out[i] = pitch_shift(x, sr, cents=c, method=method)
     return out
