@@ -1,6 +1,6 @@
 """BS.1770 integrated loudness without scipy: the meter ``stemdae process`` uses.
 
-The training segments are measured by pyloudnorm (:func:`stemdae.dsp.loudness.integrated_lufs`),
+The training segments are measured with pyloudnorm's filters (:func:`stemdae.dsp.loudness.integrated_lufs`),
 whose import pulls in ``scipy.signal`` and ``scipy.stats``: 0.5 s of a 3-minute file's 1.8 s
 budget at real-time factor 0.01 (BENCHMARKS.md, "Chain models: process"). This meter
 computes the same number from the same filters:
