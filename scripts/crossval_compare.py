@@ -1,12 +1,14 @@
 """Two cross-validation rows compared song by song: python scripts/crossval_compare.py ROOT ROW_A ROW_B [METHOD].
 
 Reads ROOT/reports/crossval/<row>/per_song.csv of both rows (same songs, folds and seeds: the rows of
-scripts/crossval_rows.sh), takes each song's METHOD value (default `dae`; spectral MAE, mean over its
+scripts/crossval_rows.sh; a row given as a path, e.g. /tmp/cvspec/reports/crossval/spectral, is read from
+there: a row run in its own project folder), takes each song's METHOD value (default `dae`; spectral MAE, mean over its
 instruments and seeds, as the reports do) and prints per group: the mean of each row, ratio A ÷ B
 with a paired bootstrap 95 % interval, the two-sided Wilcoxon signed-rank p over songs
 (stemdae.stats.paired_test) and the songs where A is lower. E.g. greedy pretraining on vs off:
 
     python scripts/crossval_compare.py /tmp/cv24 log_ratio log_ratio_nopretrain
+    python scripts/crossval_compare.py /tmp/cv24 /tmp/cvspec/reports/crossval/spectral log_ratio
 """
 import sys
 from pathlib import Path
@@ -21,11 +23,12 @@ metric = "spectral_mae"
 
 
 def song_means(row: str) -> pd.DataFrame:
-    d = pd.read_csv(root / row / "per_song.csv")
+    d = pd.read_csv((Path(row) if "/" in row else root / row) / "per_song.csv")
     return d[d["method"] == method].groupby(["group", "song"])[metric].mean()
 
 
 x, y = song_means(a), song_means(b)
+a, b = Path(a).name, Path(b).name
 print(f"| group | songs | {a} | {b} | {a} ÷ {b} [95 % CI] | p (Wilcoxon) | songs where {a} is lower |")
 print("|---|---|---|---|---|---|---|")
 for group in sorted(set(x.index.get_level_values(0)) & set(y.index.get_level_values(0))):

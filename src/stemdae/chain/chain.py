@@ -128,8 +128,7 @@ class Chain(nn.Module):
     @classmethod
     def from_settings(cls, settings: dict) -> "Chain":
         """Build a chain from a :meth:`settings` dict; a missing or out-of-range key is a ``ModelError``."""
-        if not isinstance(settings, dict) or settings.get("format") != FORMAT:
-            raise ModelError(f"chain settings: expected format {FORMAT!r}, found {_get(settings, 'format')!r}")
+        check_format(settings, FORMAT, "chain settings")
         try:
             chain = cls(config_from_dict(settings["config"]))
         except (KeyError, TypeError) as exc:
@@ -206,10 +205,6 @@ def load_blob(path: Path, fmt: str) -> dict:
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise ModelError(f"{path}: cannot load a chain model: {str(exc).strip().splitlines()[0]}") from None
     return check_format(blob, fmt, path)
-
-
-def _get(obj, key):
-    return obj.get(key) if isinstance(obj, dict) else type(obj).__name__
 
 
 def _lookup(settings: dict, effect: str, name: str) -> float:

@@ -34,7 +34,7 @@ import math
 import numpy as np
 import pedalboard as pb
 
-from stemdae.chain.record import FORMAT
+from stemdae.chain.record import FORMAT, check_format
 from stemdae.chain.reverb import envelope, reverb_noise
 from stemdae.errors import AudioError, ModelError
 
@@ -49,18 +49,12 @@ JUCE_IR_NORM_DB = -20 * math.log10(0.125)
 LOWPASS_MAX_FRACTION = 0.45  # = stemdae.chain.filters.LOWPASS_MAX_FRACTION (not imported: it imports torch)
 
 
-def _check(settings: dict) -> dict:
-    if not isinstance(settings, dict) or settings.get("format") != FORMAT:
-        raise ModelError(f"chain settings: expected format {FORMAT!r}")
-    return settings
-
-
 def build_board(settings: dict, sr: int | None = None) -> pb.Pedalboard:
     """The pedalboard ``Pedalboard`` of a ``Chain.settings()`` dict up to the make-up gain (no reverb).
 
     ``sr``: the rate it will run at (the low-pass's ceiling depends on it); the fitted rate by default.
     """
-    _check(settings)
+    check_format(settings, FORMAT, "chain settings")
     try:
         return pb.Pedalboard(_plugins(settings, int(sr or settings["config"]["sr"])))
     except KeyError as exc:
@@ -100,7 +94,7 @@ def impulse_response(settings: dict, sr: int | None = None) -> np.ndarray | None
     scaled by ``fitted / sr``, which keeps its response in Hz (a convolution sum at rate
     ``sr`` approximates the continuous convolution times ``sr``).
     """
-    cfg = _check(settings)["config"]
+    cfg = check_format(settings, FORMAT, "chain settings")["config"]
     if not cfg["reverb"]:
         return None
     try:
@@ -133,7 +127,7 @@ def response_db(settings: dict, sr: int, freqs: np.ndarray) -> np.ndarray:
 def renders_at(settings: dict, sr: int) -> bool:
     """Whether the chain may render at ``sr``: its response over 50 Hz-16 kHz within ``RATE_TOLERANCE_DB``
     of the fitted rate's (module docstring); always at the fitted rate, never below it."""
-    fitted = int(_check(settings)["config"]["sr"])
+    fitted = int(check_format(settings, FORMAT, "chain settings")["config"]["sr"])
     if int(sr) == fitted:
         return True
     if int(sr) < fitted:
@@ -224,7 +218,7 @@ def render_pedalboard(settings: dict, audio: np.ndarray, sr: int) -> np.ndarray:
     Each channel goes through the same settings on its own. ``sr`` is the fitted rate, or
     one that :func:`renders_at` admits.
     """
-    _check(settings)
+    check_format(settings, FORMAT, "chain settings")
     fitted = settings["config"].get("sr")
     if sr != fitted and not renders_at(settings, sr):
         raise AudioError(f"render: audio at {sr} Hz, chain fitted at {fitted} Hz (its response there is more than "
