@@ -96,3 +96,16 @@ def test_length_kept_and_output_finite(n, cents, seed):
 def test_pitch_shift_rejects_bad_input(x, sr, method, match):
     with pytest.raises(ValueError, match=match):
         pitch_shift(x, sr, cents=50, method=method)
+
+
+@pytest.mark.parametrize("frames,length", [(60, 60 * 512), (60, 60 * 512 - 777), (60, 1000), (5, 5000), (40, 40 * 512 + 3000)])
+def test_frame_major_istft_is_librosa_istft_bit_for_bit(frames, length):
+    """The vocoder's inverse STFT (contiguous frames, compiled overlap-add) equals librosa.istft."""
+    import librosa
+
+    from stemdae.dsp.vocoder import HOP, N_FFT, _istft
+
+    rng = np.random.default_rng(frames + length)
+    spec = (rng.standard_normal((2, 1025, frames)) + 1j * rng.standard_normal((2, 1025, frames))).astype(np.complex64)
+    ref = librosa.istft(spec, hop_length=HOP, n_fft=N_FFT, dtype=np.float32, length=length)
+    assert np.array_equal(_istft(np.ascontiguousarray(spec.transpose(0, 2, 1)), length), ref)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from test_augment import PAIRS, SMALL, make_segments
 
-from stemdae import augment, features
+from stemdae import augment, features, fused
 from stemdae.config import FeaturesParams, params_from_dict
 from stemdae.errors import CacheError
 from stemdae.features import open_cache
@@ -89,6 +89,19 @@ def test_stats_match_a_direct_computation(built):
     np.testing.assert_allclose(s["raw_mean"], raw.mean(0), rtol=1e-9)
     np.testing.assert_allclose(s["raw_log_std"], np.log1p(raw).std(0), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(s["stem_log_mean"], np.log1p(np.asarray(cache.stem, np.float64)).mean(0), rtol=1e-9)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 127, 128, 129, 431, 1000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_chunked_stat_sums_are_bit_identical_to_whole_array_sums(rows, dtype):
+    rng = np.random.default_rng(rows)
+    raw, stem = (rng.gamma(0.5, 2.0, (rows, 33)).astype(dtype) for _ in range(2))
+    expected = np.empty((2, 4, 33))
+    for k, x in enumerate((raw, stem)):
+        x = x.astype(np.float64)
+        lg = np.log1p(x)
+        expected[k] = x.sum(0), np.square(x).sum(0), lg.sum(0), np.square(lg).sum(0)
+    assert np.array_equal(fused.stat_sums(raw, stem, chunk=128), expected)
 
 
 def test_float16_cache(tmp_path):
