@@ -10,7 +10,8 @@ and its magnitudes go to its rows of ``raw.npy`` / ``stem.npy``. Test pairs
 Resumable per pair: a group is written in ``.<group>.partial/`` next to its
 final folder. The arrays are created once with their blocks reserved
 (``posix_fallocate``: a full disk is an ``OSError`` at creation, never a
-``SIGBUS`` mid-write); each pair's worker writes its rows, flushes them, then
+failure mid-write); each pair's worker writes its rows (one ``pwrite`` per array,
+then ``fdatasync``), then
 saves ``parts/<pair_id>.npy`` (its statistics sums), which marks the pair done.
 A re-run with the same ``settings.json`` keeps the done pairs and writes the
 rest; a run with other settings starts the group again. Statistics are summed
@@ -73,16 +74,16 @@ def pair_magnitudes(pair: np.ndarray, sr: int, *, cents: tuple[int, ...], method
     Returns
     -------
     (np.ndarray, np.ndarray | None)
-        float32 ``(len(cents), 2, frames, bins)`` magnitudes and, for ``cents == (0,)``,
+        float32 ``(2, len(cents), frames, bins)`` magnitudes (raw, stem) and, for ``cents == (0,)``,
         the raw phase ``(frames, bins)`` (else ``None``).
     """
     versions = pair[None] if tuple(cents) == (0,) else augment_pair(pair, sr, cents=list(cents), method=method)[0]
     mags, phase = None, None
     for i, version in enumerate(versions):  # one version at a time: a batched STFT's framed copy of all 17
         spec = stft(version, n_fft=n_fft, hop=hop)  # (2, bins, frames)   was 120 MB and 3-5x slower
-        if mags is None:
-            mags = np.empty((len(versions), 2, spec.shape[-1], spec.shape[-2]), np.float32)
-        mags[i] = np.abs(spec).swapaxes(-1, -2)
+        if mags is None:  # raw's rows then stem's, each contiguous as the caches store them
+            mags = np.empty((2, len(versions), spec.shape[-1], spec.shape[-2]), np.float32)
+        mags[:, i] = np.abs(spec).swapaxes(-1, -2)
         if tuple(cents) == (0,):
             phase = np.angle(spec[0]).T.astype(np.float32)
     return mags, phase
@@ -111,27 +112,43 @@ def stat_sums(raw: np.ndarray, stem: np.ndarray, *, chunk: int = 128) -> np.ndar
     return out
 
 
+def write_rows(path: Path, row_start: int, block: np.ndarray) -> None:
+    """Write C-contiguous ``block`` as rows ``row_start:`` of the 2-D ``.npy`` at ``path``, durably.
+
+    One ``pwrite`` of the bytes at their offset and one ``fdatasync`` (the blocks were reserved when
+    the array was created), instead of a memory map's page faults and ``msync``.
+    """
+    mm = np.load(path, mmap_mode="r")
+    offset, (n_rows, n_bins), dtype = mm.offset, mm.shape, mm.dtype
+    del mm
+    if block.dtype != dtype or block.shape[-1] != n_bins or row_start + len(block) > n_rows:
+        raise CacheError(f"{path}: rows {row_start}+{len(block)} of {block.dtype} do not fit {(n_rows, n_bins)} {dtype}")
+    view = memoryview(np.ascontiguousarray(block)).cast("B")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        pos = offset + row_start * n_bins * dtype.itemsize
+        while view:
+            done = os.pwrite(fd, view, pos)
+            view, pos = view[done:], pos + done
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_pair(job: PairJob, folder: str, sr: int, method: str, n_fft: int, hop: int, dtype: str) -> None:
     """Compute one pair's magnitudes, write its rows into ``folder``'s arrays, then mark it done."""
     folder_p = Path(folder)
     pair = load_segment(Path(job.segment), n_samples=job.n_samples)
     mags, phase = pair_magnitudes(pair, sr, cents=job.cents, method=method, n_fft=n_fft, hop=hop)
-    n_v, _, f, _ = mags.shape
+    _, n_v, f, _ = mags.shape
     if f != job.frames_per_version:
         raise CacheError(f"{job.segment}: {f} frames, expected {job.frames_per_version}")
-    rows = slice(job.row_start, job.row_start + n_v * f)
     stored = {}
     for c, name in enumerate(ARRAYS):
-        stored[name] = mags[:, c].reshape(n_v * f, -1).astype(dtype)
-        mm = np.load(folder_p / f"{name}.npy", mmap_mode="r+")
-        mm[rows] = stored[name]
-        mm.flush()
-        del mm
+        stored[name] = mags[c].reshape(n_v * f, -1).astype(dtype, copy=False)
+        write_rows(folder_p / f"{name}.npy", job.row_start, stored[name])
     if phase is not None and (folder_p / "raw_phase.npy").exists():
-        mm = np.load(folder_p / "raw_phase.npy", mmap_mode="r+")
-        mm[rows] = phase
-        mm.flush()
-        del mm
+        write_rows(folder_p / "raw_phase.npy", job.row_start, phase)
     save_npy_atomic(folder_p / "parts" / f"{job.pair_id}.npy", stat_sums(stored["raw"], stored["stem"]))
 
 
