@@ -20,6 +20,7 @@ import numpy as np
 
 from stemdae.dsp import metrics as M
 from stemdae.dsp.stft import stft
+from stemdae.io import read_segment, segment_path
 from stemdae.predictor import load_predictor
 
 
@@ -35,7 +36,7 @@ def main() -> None:
         ids = [r["pair_id"] for r in csv.DictReader(f) if r["group"] == args.group]
     rows = []
     for pair_id in ids:
-        raw, stem = np.load(args.segments / f"{pair_id}.npy")[:2]
+        raw, stem = read_segment(segment_path(args.segments, pair_id))[:2]
         raw_mag, stem_mag = (np.abs(stft(x, n_fft=fe.n_fft, hop=fe.hop)).T.astype(np.float32) for x in (raw, stem))
         y32, y16 = (pred.predict_magnitude(raw_mag, precision=p) for p in ("fp32", "bf16"))
         rows.append([M.spectral_mae(y32, stem_mag), M.spectral_mae(y16, stem_mag), M.spectral_mae(y16, y32),

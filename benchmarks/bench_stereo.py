@@ -48,6 +48,7 @@ from stemdae.dsp.stft import istft, stft
 from stemdae.inference.files import ArraySource
 from stemdae.inference.models import load_model
 from stemdae.inference.render import loudness_gain_db
+from stemdae.io import read_segment, segment_path
 
 MODES = ("per_channel", "mid_side", "linked", "linked_rms")
 
@@ -129,7 +130,7 @@ def fold_rows(work: Path, models: Path, a: argparse.Namespace) -> list[dict]:
         pred = load_model(str(models / group))
         fe = pred.frontend
         for _, r in train[train["song"].isin(val)].iterrows():
-            x, s = np.load(work / "segments" / f"{r['pair_id']}.npy")
+            x, s = read_segment(segment_path(work / "segments", r["pair_id"]))
             for scene, (xs, ts) in scenes(x, s, fe.sr).items():
                 gain = 10 ** (loudness_gain_db(ArraySource(xs, fe.sr), fe)[0] / 20)
                 for mode, y in render_modes(xs, pred, fe, gain).items():

@@ -12,12 +12,13 @@ from stemdae import augment
 from stemdae.config import AugmentationParams, Paths
 from stemdae.dsp.loudness import integrated_lufs
 from stemdae.errors import CacheError
+from stemdae.io import read_segment, write_segment
 
 SR = 44100
 
 
 def make_segments(root, pairs, *, seconds=1.0, seed=0):
-    """Write ``work/segments/<pair_id>.npy`` (2, n) and manifest.csv like the segments stage.
+    """Write ``work/segments/<pair_id>.flac`` (2, n) and manifest.csv like the segments stage.
 
     ``pairs``: list of (pair_id, song, group, instrument, split).
     """
@@ -30,7 +31,7 @@ def make_segments(root, pairs, *, seconds=1.0, seed=0):
         t = np.arange(n) / SR
         raw = 0.3 * np.sin(2 * np.pi * (110 + 40 * k) * t) + 0.02 * rng.standard_normal(n)
         stem = np.tanh(2.5 * raw) * 0.4
-        np.save(seg / f"{pid}.npy", np.stack([raw, stem]).astype(np.float32))
+        write_segment(seg / f"{pid}.flac", np.stack([raw, stem]).astype(np.float32), SR)
         rows.append({"pair_id": pid, "song": song, "group": group, "instrument": instrument, "split": split,
                      "n_samples": n, "raw_lufs_in": -20.0, "stem_lufs_in": -18.0, "raw_gain_db": -3.0,
                      "stem_gain_db": -5.0, "raw_peak_limited": False, "stem_peak_limited": False})
@@ -63,7 +64,7 @@ def test_paper_defaults_plan_17_versions_for_train_pairs_only_and_store_no_audio
 
 
 def test_augment_pair_keeps_the_original_and_its_loudness(tmp_path):
-    pair = np.load(make_segments(tmp_path, PAIRS[:1]).segments_dir / "SongA_bass.npy")
+    pair = read_segment(make_segments(tmp_path, PAIRS[:1]).segments_dir / "SongA_bass.flac")
     y, _ = augment.augment_pair(pair, SR, cents=[0, -100, 100])
     assert y.dtype == np.float32 and y.shape == (3, 2, pair.shape[1])
     assert np.array_equal(y[0], pair)  # shift 0 is the input, bit for bit
@@ -98,13 +99,41 @@ def test_missing_manifest_and_segment_are_named(tmp_path):
     with pytest.raises(CacheError, match=r"segments/manifest\.csv: not found"):
         augment.run(SMALL, Paths(tmp_path), seed=0)
     paths = make_segments(tmp_path, PAIRS[:1])
-    (paths.segments_dir / "SongA_bass.npy").unlink()
-    with pytest.raises(CacheError, match=r"SongA_bass\.npy: segment listed in the manifest but missing"):
-        augment.load_segment(paths.segments_dir / "SongA_bass.npy")
+    (paths.segments_dir / "SongA_bass.flac").unlink()
+    with pytest.raises(CacheError, match=r"SongA_bass\.flac: segment listed in the manifest but missing"):
+        augment.load_segment(paths.segments_dir / "SongA_bass.flac")
 
 
 def test_bad_segment_shape_is_named(tmp_path):
     paths = make_segments(tmp_path, PAIRS[:1])
     np.save(paths.segments_dir / "SongA_bass.npy", np.zeros((3, 44100), np.float32))
-    with pytest.raises(CacheError, match=r"SongA_bass\.npy: expected float32 \(2, samples\), found float32 \(3, 44100\)"):
+    with pytest.raises(CacheError, match=r"SongA_bass\.npy: expected a raw/stem pair \(2, samples\), found \(3, 44100\)"):
         augment.load_segment(paths.segments_dir / "SongA_bass.npy")
+    import soundfile as sf
+
+    sf.write(paths.segments_dir / "SongA_bass.flac", np.zeros((44100, 3), np.float32), SR, subtype="PCM_24")
+    with pytest.raises(CacheError, match=r"SongA_bass\.flac: expected a raw/stem pair \(2, samples\), found \(3, 44100\)"):
+        augment.load_segment(paths.segments_dir / "SongA_bass.flac")
+    (paths.segments_dir / "SongA_bass.flac").write_bytes(b"fLaC but cut short")
+    with pytest.raises(CacheError, match=r"SongA_bass\.flac: unreadable segment"):
+        augment.load_segment(paths.segments_dir / "SongA_bass.flac")
+
+
+def test_segment_file_stores_the_24_bit_grid_exactly_and_legacy_npy_is_still_read(tmp_path):
+    from stemdae.io import segment_frames, segment_path
+
+    rng = np.random.default_rng(0)
+    x = np.clip(0.3 * rng.standard_normal((2, 10007)), -1, 1).astype(np.float32)
+    x[0, :5] = [1.0, -1.0, 0.0, 2.0**-24, 1e-9]  # full scale both ways, below half a step
+    write_segment(tmp_path / "p.flac", x, SR)
+    y = read_segment(tmp_path / "p.flac")
+    assert y.dtype == np.float32 and y.shape == x.shape and segment_frames(tmp_path / "p.flac") == 10007
+    assert np.array_equal(y, (np.minimum(np.rint(x.astype(np.float64) * 2**23), 2**23 - 1) / 2**23).astype(np.float32))
+    assert np.abs(y - x).max() <= 2.0**-23  # half a step; +1.0 is one step below full scale
+    assert (tmp_path / "p.flac").stat().st_size < x.size * 3 + 4096  # at most 24-bit PCM, even for white noise
+    with pytest.raises(ValueError, match="within"):
+        write_segment(tmp_path / "q.flac", x * 1.5, SR)
+    assert not (tmp_path / "q.flac").exists()
+    np.save(tmp_path / "old.npy", x)
+    assert segment_path(tmp_path, "old") == tmp_path / "old.npy" and segment_path(tmp_path, "p") == tmp_path / "p.flac"
+    assert np.array_equal(read_segment(segment_path(tmp_path, "old")), x) and segment_frames(tmp_path / "old.npy") == 10007

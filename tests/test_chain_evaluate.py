@@ -14,6 +14,7 @@ from stemdae.chain.evaluation import run
 from stemdae.cli import main
 from stemdae.dsp.metrics import si_sdr
 from stemdae.frontend import FrontEnd
+from stemdae.io import read_segment, segment_path
 from test_evaluate import SR, ScaledRaw, build_workspace, tiny_params, use_models  # noqa: F401 (fixture)
 
 
@@ -42,7 +43,7 @@ def test_chain_evaluate_scores_the_rendered_chain_beside_the_others(tmp_path, ti
     test_ids = pd.read_csv(paths.features_group("test", "bass") / "index.csv", dtype=str)["pair_id"]
     direct = []
     for pid in test_ids:
-        raw, stem = np.load(paths.segments_dir / f"{pid}.npy")
+        raw, stem = read_segment(segment_path(paths.segments_dir, pid))
         direct.append(si_sdr(render_pedalboard(settings, raw[None], SR)[0], stem))
     assert bass["chain_preset"]["si_sdr"] == pytest.approx(np.mean(direct), abs=0.01)
     assert bass["chain_preset"]["spectral_mae"] != pytest.approx(bass["identity"]["spectral_mae"], rel=1e-3)

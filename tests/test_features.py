@@ -16,6 +16,7 @@ from stemdae import augment, features, fused
 from stemdae.config import FeaturesParams, params_from_dict
 from stemdae.errors import CacheError
 from stemdae.features import open_cache
+from stemdae.io import read_segment
 
 FEAT = FeaturesParams()  # the paper's 2048 / 1024
 
@@ -65,7 +66,7 @@ def test_rows_are_the_stft_of_the_shifted_audio_of_the_old_two_stage_path(built)
 
     plan = pd.read_csv(paths.augmented_dir / "manifest.csv")
     cents = plan.loc[plan["pair_id"] == "SongA_bass", "shift_cents"].tolist()
-    seg = np.load(paths.segments_dir / "SongA_bass.npy")
+    seg = read_segment(paths.segments_dir / "SongA_bass.flac")
     stored, _ = augment.augment_pair(seg, 44100, cents=cents)  # what work/augmented/<pair>.npy held
     cache = open_cache(paths.features_group("train", "bass"))
     assert cache.index["shift_cents"].tolist() == cents
@@ -75,7 +76,7 @@ def test_rows_are_the_stft_of_the_shifted_audio_of_the_old_two_stage_path(built)
             want = np.abs(stft(stored[k, ch], n_fft=2048, hop=1024)).T
             np.testing.assert_allclose(getattr(cache, name)[block], want, rtol=1e-5, atol=1e-6)
     test = open_cache(paths.features_group("test", "bass"))
-    seg = np.load(paths.segments_dir / "SongC_bass.npy")
+    seg = read_segment(paths.segments_dir / "SongC_bass.flac")
     spec = stft(seg[0], n_fft=2048, hop=1024).T
     np.testing.assert_allclose(test.raw[:] * np.exp(1j * test.raw_phase[:]), spec, atol=1e-3)
 

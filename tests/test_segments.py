@@ -14,6 +14,7 @@ from stemdae import pairs, segments
 from stemdae.config import Paths
 from stemdae.dsp.loudness import integrated_lufs
 from stemdae.errors import AudioError, CacheError
+from stemdae.io import read_segment, write_segment
 from test_pairs import noise, simple_stem, tiny_params, write_song
 
 OUT_SR = 16000
@@ -46,7 +47,7 @@ def project(tmp_path):
 
 
 def _mtimes(d: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in d.glob("*.npy")}
+    return {p.name: p.stat().st_mtime_ns for p in d.glob("*.flac")}
 
 
 def test_segments_contract_and_loudness(project):
@@ -62,7 +63,7 @@ def test_segments_contract_and_loudness(project):
     assert "elapsed_s" not in (seg_dir / "summary.json").read_text()  # a DVC output: no timing in it
     ceiling = 10 ** (-1 / 20)
     for _, m in manifest.iterrows():
-        x = np.load(seg_dir / f"{m.pair_id}.npy")
+        x = read_segment(seg_dir / f"{m.pair_id}.flac")
         assert x.dtype == np.float32 and x.shape == (2, OUT_SR) and m.n_samples == OUT_SR
         assert np.max(np.abs(x)) <= ceiling
         for ch, name in enumerate(("raw", "stem")):
@@ -80,7 +81,7 @@ def test_segment_is_the_window_of_the_sources(project):
     stem, sr = sf.read(project / "data" / row.stem_file, dtype="float32", always_2d=True)
     start = round(row.window_start_s * sr)
     window = stem[start:start + sr].mean(axis=1)
-    seg = np.load(project / "work" / "segments" / "One_S02.npy")[1]
+    seg = read_segment(project / "work" / "segments" / "One_S02.flac")[1]
     from stemdae.dsp.resample import resample
 
     ref = resample(window, sr, OUT_SR)
@@ -97,13 +98,13 @@ def test_rerun_recomputes_nothing_and_resumes(project):
     assert again.counts["computed"] == 0 and again.counts["kept"] == 5
     assert _mtimes(seg_dir) == before
     # one file lost, one cut short: only those two are made again
-    (seg_dir / "One_S01.npy").unlink()
-    data = (seg_dir / "Two_S01.npy").read_bytes()
-    (seg_dir / "Two_S01.npy").write_bytes(data[:-8])
+    (seg_dir / "One_S01.flac").unlink()
+    data = (seg_dir / "Two_S01.flac").read_bytes()
+    (seg_dir / "Two_S01.flac").write_bytes(data[:100])  # cut inside the header
     third = segments.run(p, paths, jobs=1)
     assert third.counts["computed"] == 2 and third.counts["kept"] == 3
     after = _mtimes(seg_dir)
-    assert {k for k in after if after[k] != before.get(k)} == {"One_S01.npy", "Two_S01.npy"}
+    assert {k for k in after if after[k] != before.get(k)} == {"One_S01.flac", "Two_S01.flac"}
     # a changed setting invalidates every pair
     fourth = segments.run(params(project, target_lufs=-20.0), paths, jobs=1)
     assert fourth.counts["computed"] == 5
@@ -113,15 +114,16 @@ def test_stale_files_are_removed(project):
     p, paths = params(project), Paths(project)
     seg_dir = project / "work" / "segments"
     segments.run(p, paths, jobs=1)
-    np.save(seg_dir / "Gone_S09.npy", np.zeros((2, 4), np.float32))
-    (seg_dir / ".One_S01.npy.tmp-123").write_bytes(b"x")
+    write_segment(seg_dir / "Gone_S09.flac", np.zeros((2, 4), np.float32), OUT_SR)
+    np.save(seg_dir / "One_S01.npy", np.zeros((2, 4), np.float32))  # an earlier version's float32 segment
+    (seg_dir / ".One_S01.flac.tmp-123").write_bytes(b"x")
     csv = project / "work" / "pairs.csv"
     df = pd.read_csv(csv, dtype=str)
     df[df.pair_id != "Two_S02"].to_csv(csv, index=False)
     summary = segments.run(p, paths, jobs=1)
-    assert summary.counts["removed_stale"] == 3 and summary.counts["computed"] == 0
-    assert sorted(x.name for x in seg_dir.glob("*.npy")) == ["One_S01.npy", "One_S02.npy", "Three_S01.npy",
-                                                            "Two_S01.npy"]
+    assert summary.counts["removed_stale"] == 4 and summary.counts["computed"] == 0
+    assert sorted(x.name for x in seg_dir.iterdir() if x.suffix in (".flac", ".npy")) == [
+        "One_S01.flac", "One_S02.flac", "Three_S01.flac", "Two_S01.flac"]
     assert not list(seg_dir.glob(".*tmp*"))
 
 
@@ -134,7 +136,7 @@ def test_bad_file_is_skipped_then_strict_error_then_resume(project):
     assert summary.counts["written"] == 4 and len(summary.skips) == 1
     skip = summary.skips[0]
     assert skip.file == "Two/Two_RAW/Two_RAW_01_01.wav" and "truncated" in skip.reason
-    assert not (project / "work" / "segments" / "Two_S01.npy").exists()
+    assert not (project / "work" / "segments" / "Two_S01.flac").exists()
     with pytest.raises(AudioError, match=r"Two_RAW_01_01\.wav: truncated"):
         segments.run(params(project, strict=True), paths, jobs=1)
     raw.write_bytes(good)
@@ -165,15 +167,15 @@ def test_parallel_output_equals_serial(project):
     paths = Paths(project)
     segments.run(params(project), paths, jobs=1)
     seg_dir = project / "work" / "segments"
-    serial = {p.name: np.load(p) for p in seg_dir.glob("*.npy")}
+    serial = {p.name: read_segment(p) for p in seg_dir.glob("*.flac")}
     manifest = (seg_dir / "manifest.csv").read_text()
-    for p in seg_dir.glob("*.npy"):
+    for p in seg_dir.glob("*.flac"):
         p.unlink()
     summary = segments.run(params(project), paths, jobs=2)
     assert summary.counts["computed"] == 5
     assert (seg_dir / "manifest.csv").read_text() == manifest
     for name, x in serial.items():
-        np.testing.assert_array_equal(np.load(seg_dir / name), x)
+        np.testing.assert_array_equal(read_segment(seg_dir / name), x)
 
 
 def test_missing_or_malformed_pairs_csv(tmp_path):

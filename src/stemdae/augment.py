@@ -30,7 +30,7 @@ from stemdae.config import AugmentationParams, Paths
 from stemdae.dsp.loudness import integrated_lufs, normalize_loudness
 from stemdae.dsp.pitch import pitch_shift_all
 from stemdae.errors import AudioError, CacheError
-from stemdae.io import write_text
+from stemdae.io import read_segment, write_text
 from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
@@ -124,15 +124,12 @@ def read_segments_manifest(paths: Paths, columns: tuple[str, ...] = _SEGMENT_COL
 
 
 def load_segment(path: Path, *, n_samples: int | None = None) -> np.ndarray:
-    """One segment file, checked: float32 ``(2, n)``, finite, ``n == n_samples`` when given."""
+    """One segment file (:func:`stemdae.io.read_segment`), checked: ``(2, n)``, finite, ``n == n_samples``."""
     if not path.is_file():
         raise CacheError(f"{path}: segment listed in the manifest but missing")
-    x = np.load(path, mmap_mode="r")
-    if x.dtype != np.float32 or x.ndim != 2 or x.shape[0] != 2:
-        raise CacheError(f"{path}: expected float32 (2, samples), found {x.dtype} {x.shape}")
+    x = read_segment(path)
     if n_samples is not None and x.shape[1] != n_samples:
         raise CacheError(f"{path}: manifest says {n_samples} samples, file has {x.shape[1]}")
-    x = np.array(x)
     if not np.all(np.isfinite(x)):
         raise CacheError(f"{path}: contains NaN or infinite samples")
     return x

@@ -49,6 +49,7 @@ import pandas as pd
 from stemdae.config import Params, Paths
 from stemdae.errors import CacheError, ConfigError
 from stemdae.folds import assign_folds
+from stemdae.io import SEGMENT_SUFFIX, segment_path
 from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,9 @@ def prepare_all(params: Params, paths: Paths, root: Path) -> Paths:
     ws.work.mkdir(parents=True, exist_ok=True)
     pairs.to_csv(ws.pairs_csv, index=False)
     for pid in pairs["pair_id"]:  # reuse what the pipeline already computed (same pair ids, same settings)
-        if (paths.segments_dir / f"{pid}.npy").is_file():
-            _link(paths.segments_dir / f"{pid}.npy", ws.segments_dir / f"{pid}.npy", hard=True)
+        src = segment_path(paths.segments_dir, pid)
+        if src.is_file():
+            _link(src, ws.segments_dir / src.name, hard=True)
     p = absolute_params(params, paths)
     segments.run(p, ws)
     augment.run(p.augmentation, ws, seed=p.seed, sr=p.segments.sr)
@@ -131,7 +133,8 @@ def prepare_fold(params: Params, all_ws: Paths, fold_root: Path, test_songs: lis
     _write_if_changed(ws.segments_dir / "manifest.csv", seg.to_csv(index=False))
     _write_if_changed(ws.augmented_dir / "manifest.csv", plan.to_csv(index=False))
     for pid in seg["pair_id"]:
-        _link(all_ws.segments_dir / f"{pid}.npy", ws.segments_dir / f"{pid}.npy", hard=False)
+        src = segment_path(all_ws.segments_dir, pid)
+        _link(src, ws.segments_dir / src.name, hard=False)
     # The plan's settings: features applies the shifts in memory (no augmented audio to link).
     _write_if_changed(ws.augmented_dir / "summary.json", (all_ws.augmented_dir / "summary.json").read_text())
     features.run(params.features, ws, params=params)
@@ -202,7 +205,7 @@ def shifted_unit(params: Params, fold_ws: Paths, shifted_ws: Paths, corpus: Path
     for split, src in (("train", fold_ws), ("test", shifted_ws)):
         _link(src.features_group(split, group), ws.features_group(split, group), hard=False)
     for src in (fold_ws, shifted_ws):
-        for f in src.segments_dir.glob("*.npy"):
+        for f in [*src.segments_dir.glob(f"*{SEGMENT_SUFFIX}"), *src.segments_dir.glob("*.npy")]:
             _link(f, ws.segments_dir / f.name, hard=False)
     if not ws.pairs_csv.exists():
         _link(shifted_ws.pairs_csv, ws.pairs_csv, hard=False)

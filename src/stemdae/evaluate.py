@@ -46,7 +46,7 @@ from stemdae import baselines, chaincheck, evaluate_report, evaluate_tracking
 from stemdae.config import Params, Paths
 from stemdae.dsp import metrics as M
 from stemdae.dsp.stft import istft, magnitude_phase
-from stemdae.errors import ModelError, StemdaeError
+from stemdae.errors import CacheError, ModelError, StemdaeError
 from stemdae.evaluate_results import (  # re-exported: the evaluation's vocabulary lives there
     BASELINES,
     CORE,
@@ -60,7 +60,7 @@ from stemdae.evaluate_results import (  # re-exported: the evaluation's vocabula
     per_bin_frame,
     summary_table,
 )
-from stemdae.io import write_text
+from stemdae.io import read_segment, segment_path, write_text
 from stemdae.summary import Summary
 from stemdae.writeguard import writing
 
@@ -146,11 +146,11 @@ def _evaluate_segment(res: GroupResult, row: pd.Series, cache: Any, predictor: A
                       params: Params, paths: Paths, extra: dict[str, WaveMethod] | None = None) -> None:
     f, sr = params.features, params.segments.sr
     pid = str(row["pair_id"])
-    seg_path = paths.segments_dir / f"{pid}.npy"
+    seg_path = segment_path(paths.segments_dir, pid)
     try:
-        seg = np.load(seg_path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        res.messages.append(f"{seg_path}: cannot read the segment ({err}); pair skipped")
+        seg = read_segment(seg_path)
+    except CacheError as err:
+        res.messages.append(f"{err}; pair skipped")
         return
     a, n = int(row["row_start"]), int(row["n_frames"])
     if seg.ndim != 2 or seg.shape[0] != 2 or 1 + seg.shape[1] // f.hop != n:

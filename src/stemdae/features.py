@@ -46,7 +46,7 @@ from stemdae.dsp.stft import n_frames
 from stemdae.errors import CacheError
 from stemdae.featcache import INDEX_COLUMNS, STATS_KEYS, FeatureCache, open_cache, read_rows, release  # noqa: F401 (re-exported)
 from stemdae.fused import PairJob, allocated_bytes, finish, open_partial, run_jobs
-from stemdae.io import write_text
+from stemdae.io import segment_path, write_text
 from stemdae.summary import Summary
 from stemdae.writeguard import check_space, writing
 
@@ -99,7 +99,7 @@ def _jobs(versions: list[_Version], index: pd.DataFrame, paths: Paths) -> list[P
             j = jobs[v.pair_id]
             jobs[v.pair_id] = PairJob(j.pair_id, j.segment, j.n_samples, (*j.cents, v.shift_cents), j.row_start, f)
         else:
-            jobs[v.pair_id] = PairJob(v.pair_id, str(paths.segments_dir / f"{v.pair_id}.npy"), v.n_samples,
+            jobs[v.pair_id] = PairJob(v.pair_id, str(segment_path(paths.segments_dir, v.pair_id)), v.n_samples,
                                       (v.shift_cents,), int(row), int(f))
     return list(jobs.values())
 

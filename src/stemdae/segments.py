@@ -5,17 +5,20 @@ the chosen raw (:func:`stemdae.io.read_window`), downmix to mono (mean of the
 channels), resample to ``segments.sr`` (soxr HQ), normalise raw and stem each
 on its own to ``segments.target_lufs`` (BS.1770) with the peak guard of
 :mod:`stemdae.dsp.loudness` (scaled down to ``segments.peak_ceiling_dbfs``,
-never clipped), and write ``work/segments/<pair_id>.npy``: float32
-``(2, n)`` = (raw, stem), ``n = round(window_s * sr)``. Then ``manifest.csv``
+never clipped), and write ``work/segments/<pair_id>.flac``: the ``(2, n)`` pair
+(channel 1 raw, channel 2 stem), ``n = round(window_s * sr)``, 24-bit FLAC
+(:func:`stemdae.io.write_segment`: rounded to 2**-23, at most -150 dBFS of
+error, stored losslessly; 45 % of float32 on the demo corpus). Then ``manifest.csv``
 (in pairs.csv order) and ``summary.json``.
 
 Re-runs continue: every finished pair is recorded in
 ``work/segments/.journal.jsonl`` with a key of the settings, the pair's row
-and the source files' size and mtime. A pair whose ``.npy`` is complete
-(header shape ``(2, n)``, float32, full size) and whose journal key matches is
+and the source files' size and mtime. A pair whose ``.flac`` is complete
+(2 channels, 24-bit, ``n`` samples in its header) and whose journal key matches is
 kept without recomputation, so a run that stopped part-way (e.g. a strict
-error on one song) resumes where it was. ``.npy`` files of pairs no longer in
-pairs.csv (or now skipped) are removed. All writes are atomic.
+error on one song) resumes where it was. Segment files of pairs no longer in
+pairs.csv (or now skipped), and float32 ``.npy`` segments of earlier versions,
+are removed. All writes are atomic.
 
 Before cutting, the bytes still to write are checked against the free space
 of ``work/segments`` (one line naming the folder, the bytes needed and free);
@@ -44,7 +47,8 @@ import numpy as np
 from stemdae.config import Params, Paths, SegmentsParams
 from stemdae.dsp.loudness import integrated_lufs, normalize_loudness
 from stemdae.errors import AudioError, CacheError, StemdaeError, WriteError
-from stemdae.io import audio_info, npy_header, read_csv, read_window, save_npy_atomic, write_csv, write_json, write_text
+from stemdae.io import (SEGMENT_SUFFIX, audio_info, read_csv, read_window, segment_frames, write_csv, write_json,
+                        write_segment, write_text)
 from stemdae.summary import Summary
 from stemdae.workers import worker_pool
 from stemdae.writeguard import check_space
@@ -135,7 +139,7 @@ def cut_pair(task: Task) -> dict[str, Any]:
     raw, stem = _read(task.raw, task), _read(task.stem, task)
     pair, meta = normalize_pair(raw, stem, task.sr, target_lufs=task.target_lufs,
                                 peak_ceiling_dbfs=task.peak_ceiling_dbfs, names=(task.raw, task.stem))
-    save_npy_atomic(Path(task.out), pair)
+    write_segment(Path(task.out), pair, task.sr)
     return {"n_samples": pair.shape[1], **meta}
 
 
@@ -171,7 +175,7 @@ def _tasks(rows: list[dict[str, str]], root: Path, out_dir: Path, seg: SegmentsP
         try:
             task = Task(r["pair_id"], str(root / r["raw_file"]), str(root / r["stem_file"]), int(r["file_sr"]),
                         float(r["window_start_s"]), float(r["window_s"]), seg.sr, seg.target_lufs,
-                        seg.peak_ceiling_dbfs, str(out_dir / f"{r['pair_id']}.npy"))
+                        seg.peak_ceiling_dbfs, str(out_dir / f"{r['pair_id']}{SEGMENT_SUFFIX}"))
         except (ValueError, TypeError) as err:
             raise CacheError(f"{pairs_csv}: line {i}: expected numbers in file_sr/window_start_s/window_s "
                              f"({err})") from None
@@ -206,7 +210,7 @@ def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
 
 def _is_kept(task: Task, entry: dict[str, Any] | None) -> bool:
     return (entry is not None and entry.get("key") == task_key(task)
-            and npy_header(task.out) == ((2, task.n_samples), np.dtype(np.float32)))
+            and segment_frames(task.out) == task.n_samples)
 
 
 def _results(todo: list[Task], n_jobs: int):
@@ -232,7 +236,8 @@ def _progress(it, total: int):
 def _remove_stale(out_dir: Path, keep: set[str]) -> int:
     removed = 0
     for p in out_dir.iterdir():
-        stale = (p.suffix == ".npy" and p.stem not in keep) or (p.name.startswith(".") and ".tmp-" in p.name)
+        stale = (p.suffix == ".npy" or (p.suffix == SEGMENT_SUFFIX and p.stem not in keep)
+                 or (p.name.startswith(".") and ".tmp-" in p.name))
         if stale and p.is_file():
             p.unlink()
             removed += 1
@@ -269,7 +274,7 @@ def run(params: Params, paths: Paths, *, jobs: int | None = None) -> Summary:
     done = {t.pair_id: journal[t.pair_id]["values"] for t in tasks if _is_kept(t, journal.get(t.pair_id))}
     todo = [t for t in tasks if t.pair_id not in done]
     # before any work: the segments still to write must fit (one line naming the folder, bytes needed and free)
-    check_space(out_dir, sum(2 * t.n_samples * 4 + 128 for t in todo))
+    check_space(out_dir, sum(2 * t.n_samples * 3 + 65536 for t in todo))  # 24-bit, before FLAC's compression
     kept, failures = len(done), {}
     with journal_path.open("a", encoding="utf-8") as jf:
         for task, values, error in _progress(_results(todo, jobs or os.cpu_count() or 1), len(todo)):

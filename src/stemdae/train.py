@@ -65,6 +65,7 @@ from stemdae.featcache import open_cache
 from stemdae.dae_module import DAEModule, Phase, build_module, plan_phases
 from stemdae.frontend import FrontEnd, TrainedOn
 from stemdae.model import FINETUNE, n_parameters
+from stemdae.io import read_segment, segment_path
 from stemdae.predictor import MODEL_FILE, save_model
 from stemdae.scaling import fit_scaler
 from stemdae.summary import Summary
@@ -404,8 +405,8 @@ def write_examples(module: DAEModule, params: Params, paths: Paths, group: str, 
             continue
         phase = np.asarray(cache.raw_phase[sl], np.float32).T
         length = (int(r.n_frames) - 1) * f.hop
-        seg = paths.segments_dir / f"{r.pair_id}.npy"
-        audio = np.load(seg) if seg.is_file() else None
+        seg = segment_path(paths.segments_dir, r.pair_id)
+        audio = read_segment(seg) if seg.is_file() else None
         signals = {"raw": audio[0] if audio is not None else istft(raw.T, phase, n_fft=f.n_fft, hop=f.hop, length=length),
                    "target": audio[1] if audio is not None else istft(stem.T, phase, n_fft=f.n_fft, hop=f.hop, length=length),
                    "output": istft(pred.T, phase, n_fft=f.n_fft, hop=f.hop, length=length)}

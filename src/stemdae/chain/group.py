@@ -59,14 +59,7 @@ def training_pairs(segments_dir: Path, group: str, *, split: str = "train",
                          + (f" outside the {len(exclude_songs)} validation song(s)" if exclude_songs else ""))
     pairs = []
     for row in rows:
-        path = Path(segments_dir) / f"{row['pair_id']}.npy"
-        try:
-            arr = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise CacheError(f"{path}: unreadable segment ({exc}); rerun the segments stage") from None
-        if arr.ndim != 2 or arr.shape[0] != 2:
-            raise CacheError(f"{path}: expected shape (2, n), found {arr.shape}")
-        pairs.append(np.asarray(arr, dtype=np.float32))
+        pairs.append(io.read_segment(io.segment_path(segments_dir, row["pair_id"])))
     return pairs
 
 

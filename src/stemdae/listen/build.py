@@ -37,7 +37,7 @@ from stemdae.config import Params, Paths
 from stemdae.dsp.loudness import integrated_lufs, normalize_loudness
 from stemdae.dsp.stft import istft, magnitude_phase
 from stemdae.errors import AudioError, ConfigError, StemdaeError
-from stemdae.io import read_json, write_json, write_text, write_wav
+from stemdae.io import read_json, read_segment, segment_path, write_json, write_text, write_wav
 from stemdae.listen import ANCHORS, BASELINE, HIDDEN_REFERENCE, MANIFEST
 from stemdae.summary import Summary
 
@@ -253,10 +253,10 @@ def build_group(group: str, st: BuildSettings, params: Params, paths: Paths, sum
         if k >= st.trials_per_group:
             break
         row = pairs.iloc[int(i)]
-        seg_path = paths.segments_dir / f"{row['pair_id']}.npy"
+        seg_path = segment_path(paths.segments_dir, row["pair_id"])
         problems: list[str] = []
         try:
-            seg = np.load(seg_path, mmap_mode="r")
+            seg = read_segment(seg_path)
             trial = make_trial(f"{group}-{k + 1:02d}", row, seg, eq=eq, models=models, st=st, params=params,
                                paths=paths, problems=problems)
         except (StemdaeError, OSError, ValueError) as err:
