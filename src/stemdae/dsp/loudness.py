@@ -205,6 +205,7 @@ def normalize_loudness(
     """
     if peak_ceiling_dbfs > 0:
         raise AudioError(f"normalize_loudness: peak_ceiling_dbfs must be <= 0, found {peak_ceiling_dbfs}")
+    x64 = np.asarray(x, dtype=np.float64)
     if meter is None:  # filter once; the gain's effect on the gating is exact arithmetic (module docstring)
         z = block_powers(x, sr)
 
@@ -213,7 +214,6 @@ def normalize_loudness(
     else:
         def measure(gain: float) -> float:
             return meter(x if gain == 1.0 else x64 * gain, sr)
-    x64 = np.asarray(x, dtype=np.float64)
     lufs = measure(1.0)
     if not math.isfinite(lufs):
         raise AudioError(f"normalize_loudness: silent signal (loudness -inf), cannot reach {target_lufs} LUFS")

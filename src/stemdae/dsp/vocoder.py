@@ -10,10 +10,17 @@ compares them for the installed librosa). What changes is the work:
 - librosa's ``phase_vocoder`` is a Python loop over output frames with a dozen
   numpy calls each; :func:`_vocoder` is the same arithmetic, in the same
   precision (float64 interpolation, phase accumulated in float32, as librosa
-  0.11 does), compiled by numba (already installed: librosa needs it).
+  0.11 does), compiled by numba (already installed: librosa needs it), on
+  frame-major arrays, with each input frame's phase advance computed once
+  (:func:`_advances`) instead of once per output frame and shift;
+- librosa's ``istft`` inverts blocks of 15 strided columns and windows them in
+  float64 temporaries; :func:`_istft` inverts every (contiguous) frame in one
+  call of librosa's FFT library and does the windowing, overlap-add and
+  normalisation in one compiled pass (:func:`_overlap_add`), adding in the same
+  order and precision (``tests/test_dsp_pitch.py`` compares it with librosa.istft).
 
-The inverse STFT and the soxr resampling are librosa's own calls.
-BENCHMARKS.md, "The features stage's unit of work", has the timings.
+The soxr resampling is librosa's own call. BENCHMARKS.md, "The features stage's
+unit of work", has the timings.
 
 numba is imported with this module: import it only where shifts are computed.
 """
