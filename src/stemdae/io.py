@@ -377,7 +377,7 @@ def segment_path(directory: Path | str, pair_id: str) -> Path:
 def write_segment(path: Path | str, pair: np.ndarray, sr: int) -> None:
     """Write a float32 ``(2, n)`` raw/stem segment as a 2-channel 24-bit FLAC, atomically and durably.
 
-    Samples are rounded to the 24-bit grid (``k / 2**23``, an error of at most 2**-24, -150 dBFS,
+    Samples are rounded to the 24-bit grid (``k / 2**23``, an error of at most 2**-24, -144 dBFS,
     below any recording's noise floor) and stored losslessly; :func:`read_segment` returns exactly
     those values. Segments are loudness-normalised under a peak ceiling of at most 0 dBFS; a sample
     of exactly +1.0 (a 0 dBFS ceiling) is stored one step below, anything beyond full scale is an error.

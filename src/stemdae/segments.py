@@ -7,7 +7,7 @@ on its own to ``segments.target_lufs`` (BS.1770) with the peak guard of
 :mod:`stemdae.dsp.loudness` (scaled down to ``segments.peak_ceiling_dbfs``,
 never clipped), and write ``work/segments/<pair_id>.flac``: the ``(2, n)`` pair
 (channel 1 raw, channel 2 stem), ``n = round(window_s * sr)``, 24-bit FLAC
-(:func:`stemdae.io.write_segment`: rounded to 2**-23, at most -150 dBFS of
+(:func:`stemdae.io.write_segment`: rounded to 2**-23, at most -144 dBFS of
 error, stored losslessly; 45 % of float32 on the demo corpus). Then ``manifest.csv``
 (in pairs.csv order) and ``summary.json``.
 
