@@ -20,7 +20,7 @@ import numpy as np
 
 from stemdae.dsp import metrics as M
 from stemdae.dsp.stft import stft
-from stemdae.io import read_segment, segment_path
+from stemdae.segfile import read_segment, segment_path
 from stemdae.predictor import load_predictor
 
 

@@ -48,7 +48,7 @@ from stemdae.dsp.stft import istft, stft
 from stemdae.inference.files import ArraySource
 from stemdae.inference.models import load_model
 from stemdae.inference.render import loudness_gain_db
-from stemdae.io import read_segment, segment_path
+from stemdae.segfile import read_segment, segment_path
 
 MODES = ("per_channel", "mid_side", "linked", "linked_rms")
 

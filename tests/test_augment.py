@@ -12,7 +12,7 @@ from stemdae import augment
 from stemdae.config import AugmentationParams, Paths
 from stemdae.dsp.loudness import integrated_lufs
 from stemdae.errors import CacheError
-from stemdae.io import read_segment, write_segment
+from stemdae.segfile import read_segment, write_segment
 
 SR = 44100
 
@@ -120,7 +120,7 @@ def test_bad_segment_shape_is_named(tmp_path):
 
 
 def test_segment_file_stores_the_24_bit_grid_exactly_and_legacy_npy_is_still_read(tmp_path):
-    from stemdae.io import segment_frames, segment_path
+    from stemdae.segfile import segment_frames, segment_path
 
     rng = np.random.default_rng(0)
     x = np.clip(0.3 * rng.standard_normal((2, 10007)), -1, 1).astype(np.float32)

@@ -14,7 +14,7 @@ from stemdae.chain.evaluation import run
 from stemdae.cli import main
 from stemdae.dsp.metrics import si_sdr
 from stemdae.frontend import FrontEnd
-from stemdae.io import read_segment, segment_path
+from stemdae.segfile import read_segment, segment_path
 from test_evaluate import SR, ScaledRaw, build_workspace, tiny_params, use_models  # noqa: F401 (fixture)
 
 

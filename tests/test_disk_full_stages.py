@@ -66,23 +66,26 @@ def _project(root: Path) -> Path:
 
 
 def _mtimes(d: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in d.rglob("*") if p.suffix in (".npy", ".flac")}
+    return {p.name: p.stat().st_mtime_ns for p in d.rglob("*") if p.suffix in (".npy", ".flac", ".seg")}
 
 
-def test_segments_checks_the_space_first_then_resumes(tmp_path, mounts):
+@pytest.mark.parametrize("store,size", [("flac", "64k"), ("reference", "8k")])
+def test_segments_checks_the_space_first_then_resumes(tmp_path, mounts, store, size):
     """segments refuses before cutting anything when its segments cannot fit; after space is freed it runs."""
     corpus(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"corpus": {"root": "data"},
-                                                          "segments": {"window_s": 1.0, "sr": 8000}}))
+                                                          "segments": {"window_s": 1.0, "sr": 8000, "store": store}}))
     assert stemdae(tmp_path, "pairs").returncode == 0
-    out = mounts(tmp_path / "work" / "segments", "64k")  # every pair needs up to 48 kB (2 x 8000 24-bit samples) + margin
+    # flac: every pair needs up to 48 kB (2 x 8000 24-bit samples) + margin; reference: 4 kB a pair
+    out = mounts(tmp_path / "work" / "segments", size)
+    suffix = {"flac": ".flac", "reference": ".seg"}[store]
     line = _one_line_error(stemdae(tmp_path, "segments"))
     assert "work/segments: no space left on device: need" in line and ", have " in line, line
-    assert not list(out.glob("*.flac"))  # refused up front: nothing half-done
+    assert not list(out.glob(f"*{suffix}"))  # refused up front: nothing half-done
     subprocess.run(["mount", "-o", "remount,size=50m", str(out)], check=True)
     proc = stemdae(tmp_path, "segments")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(list(out.glob("*.flac"))) >= 2
+    assert len(list(out.glob(f"*{suffix}"))) >= 2
 
 
 def test_augment_writes_only_the_plan_on_a_small_disk(tmp_path, mounts):

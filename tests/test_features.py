@@ -16,7 +16,7 @@ from stemdae import augment, features, fused
 from stemdae.config import FeaturesParams, params_from_dict
 from stemdae.errors import CacheError
 from stemdae.features import open_cache
-from stemdae.io import read_segment
+from stemdae.segfile import read_segment
 
 FEAT = FeaturesParams()  # the paper's 2048 / 1024
 

@@ -31,7 +31,7 @@ import yaml
 from stemdae import pairs, segments
 from stemdae.config import Params, Paths, params_from_dict
 from stemdae.inference import process_files
-from stemdae.io import read_segment
+from stemdae.segfile import read_segment
 from test_pairs import four_songs, noise
 from test_process import make_model
 
@@ -101,7 +101,7 @@ def test_data_stages_accept(tmp_path, case):
     row = df[df.song == name]
     assert len(row) == 1 and row.iloc[0].raw_id == "R01"  # the louder raw
     assert row.iloc[0].window_start_s == pytest.approx(3.0, abs=0.05)
-    x = read_segment(tmp_path / "work" / "segments" / f"{row.iloc[0].pair_id}.flac")
+    x = read_segment(tmp_path / "work" / "segments" / f"{row.iloc[0].pair_id}.seg")
     assert x.shape == (2, SEG_SR) and np.all(np.isfinite(x)) and np.abs(x).max() > 0.01
     assert seg.counts["written"] == len(df) and not seg.skips
 

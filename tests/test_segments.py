@@ -1,8 +1,11 @@
-"""Stage segments: window cut, mono, resample, loudness per channel, resume, stale files, bad files."""
+"""Stage segments: window cut, mono, resample, loudness per channel, resume, stale files, bad files;
+the two stores (references into the corpus, 24-bit FLAC)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +17,11 @@ from stemdae import pairs, segments
 from stemdae.config import Paths
 from stemdae.dsp.loudness import integrated_lufs
 from stemdae.errors import AudioError, CacheError
-from stemdae.io import read_segment, write_segment
+from stemdae.segfile import read_segment, segment_frames, write_segment
 from test_pairs import noise, simple_stem, tiny_params, write_song
 
 OUT_SR = 16000
+SUFFIX = {"reference": ".seg", "flac": ".flac"}
 
 
 def corpus(root: Path) -> Path:
@@ -46,8 +50,8 @@ def project(tmp_path):
     return tmp_path
 
 
-def _mtimes(d: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in d.glob("*.flac")}
+def _mtimes(d: Path, suffix: str = ".seg") -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in d.glob(f"*{suffix}")}
 
 
 def test_segments_contract_and_loudness(project):
@@ -63,7 +67,7 @@ def test_segments_contract_and_loudness(project):
     assert "elapsed_s" not in (seg_dir / "summary.json").read_text()  # a DVC output: no timing in it
     ceiling = 10 ** (-1 / 20)
     for _, m in manifest.iterrows():
-        x = read_segment(seg_dir / f"{m.pair_id}.flac")
+        x = read_segment(seg_dir / f"{m.pair_id}.seg")
         assert x.dtype == np.float32 and x.shape == (2, OUT_SR) and m.n_samples == OUT_SR
         assert np.max(np.abs(x)) <= ceiling
         for ch, name in enumerate(("raw", "stem")):
@@ -81,7 +85,7 @@ def test_segment_is_the_window_of_the_sources(project):
     stem, sr = sf.read(project / "data" / row.stem_file, dtype="float32", always_2d=True)
     start = round(row.window_start_s * sr)
     window = stem[start:start + sr].mean(axis=1)
-    seg = read_segment(project / "work" / "segments" / "One_S02.flac")[1]
+    seg = read_segment(project / "work" / "segments" / "One_S02.seg")[1]
     from stemdae.dsp.resample import resample
 
     ref = resample(window, sr, OUT_SR)
@@ -89,24 +93,26 @@ def test_segment_is_the_window_of_the_sources(project):
     assert corr > 0.999
 
 
-def test_rerun_recomputes_nothing_and_resumes(project):
-    p, paths = params(project), Paths(project)
+@pytest.mark.parametrize("store", ["reference", "flac"])
+def test_rerun_recomputes_nothing_and_resumes(project, store):
+    p, paths, suf = params(project, store=store), Paths(project), SUFFIX[store]
     seg_dir = project / "work" / "segments"
     segments.run(p, paths, jobs=1)
-    before = _mtimes(seg_dir)
+    before = _mtimes(seg_dir, suf)
+    assert len(before) == 5
     again = segments.run(p, paths, jobs=1)
     assert again.counts["computed"] == 0 and again.counts["kept"] == 5
-    assert _mtimes(seg_dir) == before
+    assert _mtimes(seg_dir, suf) == before
     # one file lost, one cut short: only those two are made again
-    (seg_dir / "One_S01.flac").unlink()
-    data = (seg_dir / "Two_S01.flac").read_bytes()
-    (seg_dir / "Two_S01.flac").write_bytes(data[:100])  # cut inside the header
+    (seg_dir / f"One_S01{suf}").unlink()
+    data = (seg_dir / f"Two_S01{suf}").read_bytes()
+    (seg_dir / f"Two_S01{suf}").write_bytes(data[:100])  # cut inside the header / the JSON
     third = segments.run(p, paths, jobs=1)
     assert third.counts["computed"] == 2 and third.counts["kept"] == 3
-    after = _mtimes(seg_dir)
-    assert {k for k in after if after[k] != before.get(k)} == {"One_S01.flac", "Two_S01.flac"}
+    after = _mtimes(seg_dir, suf)
+    assert {k for k in after if after[k] != before.get(k)} == {f"One_S01{suf}", f"Two_S01{suf}"}
     # a changed setting invalidates every pair
-    fourth = segments.run(params(project, target_lufs=-20.0), paths, jobs=1)
+    fourth = segments.run(params(project, target_lufs=-20.0, store=store), paths, jobs=1)
     assert fourth.counts["computed"] == 5
 
 
@@ -115,15 +121,16 @@ def test_stale_files_are_removed(project):
     seg_dir = project / "work" / "segments"
     segments.run(p, paths, jobs=1)
     write_segment(seg_dir / "Gone_S09.flac", np.zeros((2, 4), np.float32), OUT_SR)
+    write_segment(seg_dir / "One_S02.flac", np.zeros((2, 4), np.float32), OUT_SR)  # the other store's form
     np.save(seg_dir / "One_S01.npy", np.zeros((2, 4), np.float32))  # an earlier version's float32 segment
-    (seg_dir / ".One_S01.flac.tmp-123").write_bytes(b"x")
+    (seg_dir / ".One_S01.seg.tmp-123").write_bytes(b"x")
     csv = project / "work" / "pairs.csv"
     df = pd.read_csv(csv, dtype=str)
     df[df.pair_id != "Two_S02"].to_csv(csv, index=False)
     summary = segments.run(p, paths, jobs=1)
-    assert summary.counts["removed_stale"] == 4 and summary.counts["computed"] == 0
-    assert sorted(x.name for x in seg_dir.iterdir() if x.suffix in (".flac", ".npy")) == [
-        "One_S01.flac", "One_S02.flac", "Three_S01.flac", "Two_S01.flac"]
+    assert summary.counts["removed_stale"] == 5 and summary.counts["computed"] == 0
+    assert sorted(x.name for x in seg_dir.iterdir() if x.suffix in (".seg", ".flac", ".npy")) == [
+        "One_S01.seg", "One_S02.seg", "Three_S01.seg", "Two_S01.seg"]
     assert not list(seg_dir.glob(".*tmp*"))
 
 
@@ -136,7 +143,7 @@ def test_bad_file_is_skipped_then_strict_error_then_resume(project):
     assert summary.counts["written"] == 4 and len(summary.skips) == 1
     skip = summary.skips[0]
     assert skip.file == "Two/Two_RAW/Two_RAW_01_01.wav" and "truncated" in skip.reason
-    assert not (project / "work" / "segments" / "Two_S01.flac").exists()
+    assert not (project / "work" / "segments" / "Two_S01.seg").exists()
     with pytest.raises(AudioError, match=r"Two_RAW_01_01\.wav: truncated"):
         segments.run(params(project, strict=True), paths, jobs=1)
     raw.write_bytes(good)
@@ -163,15 +170,17 @@ def test_silent_and_nonfinite_sources(project):
         segments.run(params(project, strict=True), paths, jobs=1)
 
 
-def test_parallel_output_equals_serial(project):
+@pytest.mark.parametrize("store", ["reference", "flac"])
+def test_parallel_output_equals_serial(project, store):
     paths = Paths(project)
-    segments.run(params(project), paths, jobs=1)
+    segments.run(params(project, store=store), paths, jobs=1)
     seg_dir = project / "work" / "segments"
-    serial = {p.name: read_segment(p) for p in seg_dir.glob("*.flac")}
+    serial = {p.name: read_segment(p) for p in seg_dir.glob(f"*{SUFFIX[store]}")}
+    assert len(serial) == 5
     manifest = (seg_dir / "manifest.csv").read_text()
-    for p in seg_dir.glob("*.flac"):
+    for p in seg_dir.glob(f"*{SUFFIX[store]}"):
         p.unlink()
-    summary = segments.run(params(project), paths, jobs=2)
+    summary = segments.run(params(project, store=store), paths, jobs=2)
     assert summary.counts["computed"] == 5
     assert (seg_dir / "manifest.csv").read_text() == manifest
     for name, x in serial.items():
@@ -197,3 +206,73 @@ def test_sample_rate_changed_since_pairs(project):
     assert [s.file for s in summary.skips] == [row.stem_file]
     assert "16000 Hz, expected 8000 Hz as recorded in pairs.csv" in summary.skips[0].reason
     assert os.path.exists(project / "work" / "segments" / "manifest.csv")
+
+
+# ------------------------------------------------------------------ references into the corpus
+
+
+def _cut(project: Path, pair_id: str) -> np.ndarray:
+    """The pair as the stage computes it before storing (window, mono, resample, loudness gain)."""
+    task = next(t for t in segments._tasks(segments.read_csv(Paths(project).pairs_csv, segments.PAIRS_REQUIRED),
+                                           project / "data", Paths(project).segments_dir,
+                                           params(project).segments, Paths(project).pairs_csv, project)
+                if t.pair_id == pair_id)
+    raw, stem = segments._read(task.raw, task), segments._read(task.stem, task)
+    return segments.normalize_pair(raw, stem, task.sr, target_lufs=task.target_lufs,
+                                   peak_ceiling_dbfs=task.peak_ceiling_dbfs)[0]
+
+
+def test_reference_reads_the_stage_result_bit_for_bit_and_flac_within_2_to_minus_24(project):
+    paths = Paths(project)
+    segments.run(params(project), paths, jobs=1)
+    seg_dir = paths.segments_dir
+    refs = {p.stem: read_segment(p) for p in seg_dir.glob("*.seg")}
+    assert sorted(refs) == ["One_S01", "One_S02", "Three_S01", "Two_S01", "Two_S02"]
+    for pid in ("One_S02", "Three_S01"):  # a stereo stem at 8 kHz resampled; a 44.1 kHz song
+        np.testing.assert_array_equal(refs[pid], _cut(project, pid))
+    for p in seg_dir.glob("*.seg"):
+        assert p.stat().st_size < 2048 and segment_frames(p) == OUT_SR
+        ref = json.loads(p.read_text())
+        assert not Path(ref["raw"]["file"]).is_absolute() and ref["raw"]["file"].startswith("../../data/")
+    segments.run(params(project, store="flac"), paths, jobs=1)
+    assert not list(seg_dir.glob("*.seg")) and len(list(seg_dir.glob("*.flac"))) == 5  # the store switched
+    for pid, x in refs.items():
+        y = read_segment(seg_dir / f"{pid}.flac")
+        assert np.max(np.abs(y - x)) <= 2.0**-24 * 1.0001 and not np.array_equal(x, y)
+
+
+def test_reference_survives_a_moved_project_and_names_a_changed_or_missing_source(project, tmp_path_factory):
+    segments.run(params(project), Paths(project), jobs=1)
+    before = read_segment(project / "work" / "segments" / "One_S02.seg")
+    moved = tmp_path_factory.mktemp("elsewhere") / "proj"
+    shutil.copytree(project, moved, symlinks=True)
+    seg = moved / "work" / "segments" / "One_S02.seg"
+    np.testing.assert_array_equal(read_segment(seg), before)  # relative sources: the project can move
+    link = tmp_path_factory.mktemp("fold") / "One_S02.seg"
+    link.symlink_to(seg)  # a cross-validation fold's link resolves to the same sources
+    np.testing.assert_array_equal(read_segment(link), before)
+
+    row = pd.read_csv(moved / "work" / "pairs.csv").set_index("pair_id").loc["One_S02"]
+    stem = moved / "data" / row.stem_file
+    x, sr = sf.read(stem, dtype="float32", always_2d=True)
+    start = round(row.window_start_s * sr)
+    x[start + sr // 2: start + sr // 2 + 400] *= 0.5  # edited inside the window after the segments stage
+    sf.write(stem, x, sr, subtype="FLOAT")
+    with pytest.raises(CacheError, match=r"One_S02\.seg: .*One_STEM_02\.wav no longer holds the audio this segment "
+                                         r"was cut from .*rerun the segments stage") as err:
+        read_segment(seg)
+    assert "\n" not in str(err.value)
+    stem.unlink()
+    with pytest.raises(CacheError, match=r"One_S02\.seg: its stem source: .*One_STEM_02\.wav.*rerun the segments"):
+        read_segment(seg)
+
+
+def test_corpus_outside_the_project_is_referenced_by_absolute_path(tmp_path):
+    corpus(tmp_path / "shared")
+    project = tmp_path / "proj"
+    p = tiny_params(tmp_path / "shared", sr=OUT_SR)
+    pairs.run(p, Paths(project), jobs=1)
+    segments.run(p, Paths(project), jobs=1)
+    ref = json.loads((project / "work" / "segments" / "Two_S01.seg").read_text())
+    assert Path(ref["stem"]["file"]) == (tmp_path / "shared" / "data" / "Two" / "Two_STEMS" / "Two_STEM_01.wav")
+    assert read_segment(project / "work" / "segments" / "Two_S01.seg").shape == (2, OUT_SR)

@@ -30,7 +30,8 @@ from stemdae.config import AugmentationParams, Paths
 from stemdae.dsp.loudness import integrated_lufs, normalize_loudness
 from stemdae.dsp.pitch import pitch_shift_all
 from stemdae.errors import AudioError, CacheError
-from stemdae.io import read_segment, write_text
+from stemdae.io import write_text
+from stemdae.segfile import read_segment
 from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def read_segments_manifest(paths: Paths, columns: tuple[str, ...] = _SEGMENT_COL
 
 
 def load_segment(path: Path, *, n_samples: int | None = None) -> np.ndarray:
-    """One segment file (:func:`stemdae.io.read_segment`), checked: ``(2, n)``, finite, ``n == n_samples``."""
+    """One segment file (:func:`stemdae.segfile.read_segment`), checked: ``(2, n)``, finite, ``n == n_samples``."""
     if not path.is_file():
         raise CacheError(f"{path}: segment listed in the manifest but missing")
     x = read_segment(path)

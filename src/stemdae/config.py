@@ -114,6 +114,10 @@ class SegmentsParams(_Section):
     silence_threshold_db: float = Field(-70.0, ge=-150, le=0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_seed: int = 0
+    # reference: each segment is a ~1 kB reference into the corpus (sources, window, gains), read
+    # again when needed, bit for bit; flac: the audio itself as 24-bit FLAC (a corpus on slow or
+    # removable storage, or a work/ that must stand without it). See stemdae.segfile.
+    store: Literal["reference", "flac"] = "reference"
 
 
 class AugmentationParams(_Section):

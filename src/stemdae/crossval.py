@@ -49,7 +49,7 @@ import pandas as pd
 from stemdae.config import Params, Paths
 from stemdae.errors import CacheError, ConfigError
 from stemdae.folds import assign_folds
-from stemdae.io import SEGMENT_SUFFIX, segment_path
+from stemdae.segfile import is_segment_file, segment_path
 from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def shifted_unit(params: Params, fold_ws: Paths, shifted_ws: Paths, corpus: Path
     for split, src in (("train", fold_ws), ("test", shifted_ws)):
         _link(src.features_group(split, group), ws.features_group(split, group), hard=False)
     for src in (fold_ws, shifted_ws):
-        for f in [*src.segments_dir.glob(f"*{SEGMENT_SUFFIX}"), *src.segments_dir.glob("*.npy")]:
+        for f in filter(is_segment_file, src.segments_dir.iterdir()):
             _link(f, ws.segments_dir / f.name, hard=False)
     if not ws.pairs_csv.exists():
         _link(shifted_ws.pairs_csv, ws.pairs_csv, hard=False)

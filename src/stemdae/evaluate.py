@@ -60,7 +60,8 @@ from stemdae.evaluate_results import (  # re-exported: the evaluation's vocabula
     per_bin_frame,
     summary_table,
 )
-from stemdae.io import read_segment, segment_path, write_text
+from stemdae.io import write_text
+from stemdae.segfile import read_segment, segment_path
 from stemdae.summary import Summary
 from stemdae.writeguard import writing
 

@@ -46,7 +46,8 @@ from stemdae.dsp.stft import n_frames
 from stemdae.errors import CacheError
 from stemdae.featcache import INDEX_COLUMNS, STATS_KEYS, FeatureCache, open_cache, read_rows, release  # noqa: F401 (re-exported)
 from stemdae.fused import PairJob, allocated_bytes, finish, open_partial, run_jobs
-from stemdae.io import segment_path, write_text
+from stemdae.io import write_text
+from stemdae.segfile import segment_path
 from stemdae.summary import Summary
 from stemdae.writeguard import check_space, writing
 

@@ -320,7 +320,7 @@ def _replace(tmp: Path, path: Path) -> None:
         raise
 
 
-def _write_atomic(path: Path, need: int, fill: Callable[[Path], object]) -> None:
+def write_atomic(path: Path, need: int, fill: Callable[[Path], object]) -> None:
     """``fill`` a temporary file beside ``path`` (space checked first), then rename it over ``path``."""
     with writing(path, need):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -361,102 +361,11 @@ def write_wav(path: Path | str, x: np.ndarray, sr: int, *, subtype: str = "FLOAT
         _replace(tmp, path)
 
 
-# ------------------------------------------------------------------ segments
-
-SEGMENT_SUFFIX = ".flac"
-PCM24 = float(2**23)
-
-
-def segment_path(directory: Path | str, pair_id: str) -> Path:
-    """A pair's segment file in ``directory``: ``<pair_id>.flac``, or the float32 ``.npy`` of earlier versions."""
-    flac = Path(directory) / f"{pair_id}{SEGMENT_SUFFIX}"
-    legacy = flac.with_suffix(".npy")
-    return legacy if legacy.is_file() and not flac.is_file() else flac
-
-
-def write_segment(path: Path | str, pair: np.ndarray, sr: int) -> None:
-    """Write a float32 ``(2, n)`` raw/stem segment as a 2-channel 24-bit FLAC, atomically and durably.
-
-    Samples are rounded to the 24-bit grid (``k / 2**23``, an error of at most 2**-24, -144 dBFS,
-    below any recording's noise floor) and stored losslessly; :func:`read_segment` returns exactly
-    those values. Segments are loudness-normalised under a peak ceiling of at most 0 dBFS; a sample
-    of exactly +1.0 (a 0 dBFS ceiling) is stored one step below, anything beyond full scale is an error.
-
-    Raises
-    ------
-    WriteError
-        Not enough space (checked first), a read-only file system or another failed write, naming ``path``.
-    ValueError
-        ``pair`` is not ``(2, n)``, or has a sample outside [-1, 1] or not finite.
-    """
-    path = Path(path)
-    x = np.asarray(pair, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] != 2:
-        raise ValueError(f"{path}: a segment is (2, n), got {x.shape}")
-    q = np.rint(x * PCM24)
-    if not np.all(np.isfinite(q)) or q.min(initial=0) < -PCM24 or q.max(initial=0) > PCM24:
-        raise ValueError(f"{path}: segment samples must be finite and within [-1, 1]")
-    q = np.minimum(q, PCM24 - 1)
-    data = np.ascontiguousarray((q.astype(np.int32) << 8).T)  # libsndfile takes PCM_24 from the top 24 bits
-
-    def fill(tmp: Path) -> None:
-        sf.write(tmp, data, sr, subtype="PCM_24", format="FLAC")
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    _write_atomic(path, x.size * 3 + 65536, fill)
-
-
-def segment_frames(path: Path | str) -> int | None:
-    """Samples per channel of a complete 2-channel segment file, else None.
-
-    A FLAC is decoded to the end (about 10 ms for 10 s): its header alone does not show that the
-    file was cut short. A ``.npy`` is complete when its size matches its header.
-    """
-    path = Path(path)
-    if path.suffix == ".npy":
-        head = npy_header(path)
-        return head[0][1] if head and len(head[0]) == 2 and head[0][0] == 2 and head[1] == np.float32 else None
-    try:
-        info = sf.info(str(path))
-        if info.channels != 2 or info.subtype != "PCM_24":
-            return None
-        n = len(sf.read(str(path), dtype="int32", always_2d=True)[0])
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
-        return None
-    return n if n == info.frames else None
-
-
-def read_segment(path: Path | str) -> np.ndarray:
-    """A segment as float32 ``(2, n)`` = (raw, stem): a FLAC of :func:`write_segment` or a legacy ``.npy``.
-
-    Raises
-    ------
-    CacheError
-        Missing, unreadable or not two channels, naming ``path``.
-    """
-    path = Path(path)
-    try:
-        if path.suffix == ".npy":
-            x = np.load(path, mmap_mode="r")
-        else:
-            data, _ = sf.read(str(path), dtype="float32", always_2d=True)
-            x = data.T
-    except (OSError, ValueError, sf.LibsndfileError, RuntimeError) as err:
-        raise CacheError(f"{path}: unreadable segment ({err}); rerun the segments stage") from None
-    if x.ndim != 2 or x.shape[0] != 2:
-        raise CacheError(f"{path}: expected a raw/stem pair (2, samples), found {x.shape}")
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
 def write_text(path: Path | str, text: str) -> None:
     """Write UTF-8 text atomically (:class:`WriteError` naming ``path`` when it cannot be written)."""
     path = Path(path)
     data = text.encode("utf-8")
-    _write_atomic(path, len(data), lambda tmp: tmp.write_bytes(data))
+    write_atomic(path, len(data), lambda tmp: tmp.write_bytes(data))
 
 
 def write_json(path: Path | str, data: Any) -> None:

@@ -5,20 +5,22 @@ the chosen raw (:func:`stemdae.io.read_window`), downmix to mono (mean of the
 channels), resample to ``segments.sr`` (soxr HQ), normalise raw and stem each
 on its own to ``segments.target_lufs`` (BS.1770) with the peak guard of
 :mod:`stemdae.dsp.loudness` (scaled down to ``segments.peak_ceiling_dbfs``,
-never clipped), and write ``work/segments/<pair_id>.flac``: the ``(2, n)`` pair
-(channel 1 raw, channel 2 stem), ``n = round(window_s * sr)``, 24-bit FLAC
-(:func:`stemdae.io.write_segment`: rounded to 2**-23, at most -144 dBFS of
-error, stored losslessly; 45 % of float32 on the demo corpus). Then ``manifest.csv``
-(in pairs.csv order) and ``summary.json``.
+never clipped): the float32 ``(2, n)`` pair (raw, stem), ``n = round(window_s * sr)``.
+It is kept as ``segments.store`` says (:mod:`stemdae.segfile`): ``reference``
+(default) writes ``work/segments/<pair_id>.seg``, about 1 kB naming the sources,
+the window and the two linear gains, from which :func:`stemdae.segfile.read_segment`
+gives the same float32 pair bit for bit (the corpus is not copied); ``flac`` writes
+the audio as 24-bit FLAC (rounded to 2**-23). Then ``manifest.csv`` (in pairs.csv
+order) and ``summary.json``.
 
 Re-runs continue: every finished pair is recorded in
 ``work/segments/.journal.jsonl`` with a key of the settings, the pair's row
-and the source files' size and mtime. A pair whose ``.flac`` is complete
-(2 channels, 24-bit, ``n`` samples in its header) and whose journal key matches is
+and the source files' size and mtime. A pair whose segment file is complete
+(:func:`stemdae.segfile.segment_frames`) and whose journal key matches is
 kept without recomputation, so a run that stopped part-way (e.g. a strict
 error on one song) resumes where it was. Segment files of pairs no longer in
-pairs.csv (or now skipped), and float32 ``.npy`` segments of earlier versions,
-are removed. All writes are atomic.
+pairs.csv (or now skipped), in the other store's form, and float32 ``.npy``
+segments of earlier versions, are removed. All writes are atomic.
 
 Before cutting, the bytes still to write are checked against the free space
 of ``work/segments`` (one line naming the folder, the bytes needed and free);
@@ -35,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 from concurrent.futures import as_completed
@@ -45,10 +48,11 @@ from typing import Any
 import numpy as np
 
 from stemdae.config import Params, Paths, SegmentsParams
-from stemdae.dsp.loudness import integrated_lufs, normalize_loudness
+from stemdae.dsp.loudness import integrated_lufs, loudness_gain
 from stemdae.errors import AudioError, CacheError, StemdaeError, WriteError
-from stemdae.io import (SEGMENT_SUFFIX, audio_info, read_csv, read_window, segment_frames, write_csv, write_json,
-                        write_segment, write_text)
+from stemdae.io import audio_info, read_csv, read_window, write_csv, write_json, write_text
+from stemdae.segfile import (STORE_SUFFIX, is_segment_file, segment_frames, source_name, write_segment,
+                             write_segment_ref)
 from stemdae.summary import Summary
 from stemdae.workers import worker_pool
 from stemdae.writeguard import check_space
@@ -76,6 +80,8 @@ class Task:
     target_lufs: float
     peak_ceiling_dbfs: float
     out: str
+    store: str = "reference"
+    root: str = ""  # the project: sources inside it are referenced by relative path
 
     @property
     def n_samples(self) -> int:
@@ -83,14 +89,16 @@ class Task:
 
 
 def normalize_pair(raw: np.ndarray, stem: np.ndarray, sr: int, *, target_lufs: float,
-                   peak_ceiling_dbfs: float, names: tuple[str, str] = ("raw", "stem")) -> tuple[np.ndarray, dict]:
+                   peak_ceiling_dbfs: float, names: tuple[str, str] = ("raw", "stem"),
+                   gains: list[float] | None = None) -> tuple[np.ndarray, dict]:
     """Loudness-normalise mono raw and stem each on its own.
 
     Returns
     -------
     tuple[np.ndarray, dict]
         float32 ``(2, n)`` = (raw, stem) and the manifest values ``raw_lufs_in``,
-        ``raw_gain_db``, ``raw_peak_limited`` and the same for the stem.
+        ``raw_gain_db``, ``raw_peak_limited`` and the same for the stem. The two linear gains
+        are appended to ``gains`` when given (a segment reference stores them).
 
     Raises
     ------
@@ -104,11 +112,12 @@ def normalize_pair(raw: np.ndarray, stem: np.ndarray, sr: int, *, target_lufs: f
             lufs = integrated_lufs(x, sr)
             if not np.isfinite(lufs):
                 raise AudioError(f"silent in the window (below the -70 LUFS gate), cannot reach {target_lufs:g} LUFS")
-            y, gain_db, limited = normalize_loudness(x, sr, target_lufs=target_lufs,
-                                                     peak_ceiling_dbfs=peak_ceiling_dbfs)
+            y, gain, limited = loudness_gain(x, sr, target_lufs=target_lufs, peak_ceiling_dbfs=peak_ceiling_dbfs)
         except AudioError as err:
             raise _named(name, str(err), "silent") from None
-        meta.update({f"{key}_lufs_in": round(lufs, 3), f"{key}_gain_db": round(gain_db, 3),
+        if gains is not None:
+            gains.append(gain)
+        meta.update({f"{key}_lufs_in": round(lufs, 3), f"{key}_gain_db": round(20.0 * math.log10(gain), 3),
                      f"{key}_peak_limited": limited})
         out.append(y)
     return np.stack(out), meta
@@ -137,9 +146,17 @@ def cut_pair(task: Task) -> dict[str, Any]:
         A bad or silent source file (named, with ``.file`` and ``.reason``).
     """
     raw, stem = _read(task.raw, task), _read(task.stem, task)
+    gains: list[float] = []
     pair, meta = normalize_pair(raw, stem, task.sr, target_lufs=task.target_lufs,
-                                peak_ceiling_dbfs=task.peak_ceiling_dbfs, names=(task.raw, task.stem))
-    write_segment(Path(task.out), pair, task.sr)
+                                peak_ceiling_dbfs=task.peak_ceiling_dbfs, names=(task.raw, task.stem), gains=gains)
+    out = Path(task.out)
+    if task.store == "flac":
+        write_segment(out, pair, task.sr)
+    else:
+        root = Path(task.root)
+        write_segment_ref(out, pair, raw=source_name(task.raw, out.parent, root),
+                          stem=source_name(task.stem, out.parent, root), gains=(gains[0], gains[1]),
+                          file_sr=task.file_sr, start_s=task.start_s, window_s=task.window_s, sr=task.sr)
     return {"n_samples": pair.shape[1], **meta}
 
 
@@ -169,13 +186,15 @@ def task_key(task: Task) -> str:
 # --------------------------------------------------------------------- stage
 
 
-def _tasks(rows: list[dict[str, str]], root: Path, out_dir: Path, seg: SegmentsParams, pairs_csv: Path) -> list[Task]:
+def _tasks(rows: list[dict[str, str]], root: Path, out_dir: Path, seg: SegmentsParams, pairs_csv: Path,
+           project: Path) -> list[Task]:
     tasks, seen = [], set()
+    suffix = STORE_SUFFIX[seg.store]
     for i, r in enumerate(rows, start=2):
         try:
             task = Task(r["pair_id"], str(root / r["raw_file"]), str(root / r["stem_file"]), int(r["file_sr"]),
                         float(r["window_start_s"]), float(r["window_s"]), seg.sr, seg.target_lufs,
-                        seg.peak_ceiling_dbfs, str(out_dir / f"{r['pair_id']}{SEGMENT_SUFFIX}"))
+                        seg.peak_ceiling_dbfs, str(out_dir / f"{r['pair_id']}{suffix}"), seg.store, str(project))
         except (ValueError, TypeError) as err:
             raise CacheError(f"{pairs_csv}: line {i}: expected numbers in file_sr/window_start_s/window_s "
                              f"({err})") from None
@@ -233,10 +252,11 @@ def _progress(it, total: int):
     return it
 
 
-def _remove_stale(out_dir: Path, keep: set[str]) -> int:
+def _remove_stale(out_dir: Path, keep: set[str], suffix: str) -> int:
+    """Segment files of pairs not kept, or in another form than ``suffix`` (the store switched), and temporaries."""
     removed = 0
     for p in out_dir.iterdir():
-        stale = (p.suffix == ".npy" or (p.suffix == SEGMENT_SUFFIX and p.stem not in keep)
+        stale = ((is_segment_file(p) and (p.stem not in keep or p.suffix != suffix))
                  or (p.name.startswith(".") and ".tmp-" in p.name))
         if stale and p.is_file():
             p.unlink()
@@ -266,7 +286,7 @@ def run(params: Params, paths: Paths, *, jobs: int | None = None) -> Summary:
     summary, seg, strict = Summary("segments"), params.segments, params.corpus.strict
     out_dir, root = paths.segments_dir, paths.corpus_root(params.corpus)
     rows = read_csv(paths.pairs_csv, PAIRS_REQUIRED)
-    tasks = _tasks(rows, root, out_dir, seg, paths.pairs_csv)
+    tasks = _tasks(rows, root, out_dir, seg, paths.pairs_csv, paths.root)
     log.info("segments: %d pairs -> %s (%d Hz, %g LUFS)", len(tasks), out_dir, seg.sr, seg.target_lufs)
     out_dir.mkdir(parents=True, exist_ok=True)
     journal_path = out_dir / JOURNAL
@@ -274,7 +294,8 @@ def run(params: Params, paths: Paths, *, jobs: int | None = None) -> Summary:
     done = {t.pair_id: journal[t.pair_id]["values"] for t in tasks if _is_kept(t, journal.get(t.pair_id))}
     todo = [t for t in tasks if t.pair_id not in done]
     # before any work: the segments still to write must fit (one line naming the folder, bytes needed and free)
-    check_space(out_dir, sum(2 * t.n_samples * 3 + 65536 for t in todo))  # 24-bit, before FLAC's compression
+    per_pair = (lambda t: 2 * t.n_samples * 3 + 65536) if seg.store == "flac" else (lambda t: 4096)  # 24-bit FLAC, uncompressed
+    check_space(out_dir, sum(per_pair(t) for t in todo))
     kept, failures = len(done), {}
     with journal_path.open("a", encoding="utf-8") as jf:
         for task, values, error in _progress(_results(todo, jobs or os.cpu_count() or 1), len(todo)):
@@ -298,7 +319,7 @@ def run(params: Params, paths: Paths, *, jobs: int | None = None) -> Summary:
     write_text(journal_path, "".join(json.dumps({"pair_id": t.pair_id, "key": task_key(t),
                                                  "values": done[t.pair_id]}) + "\n"
                                      for t in tasks if t.pair_id in done))
-    removed = _remove_stale(out_dir, set(done))
+    removed = _remove_stale(out_dir, set(done), STORE_SUFFIX[seg.store])
     write_csv(out_dir / "manifest.csv", manifest, MANIFEST_COLUMNS)
     limited = sum(bool(m["raw_peak_limited"]) + bool(m["stem_peak_limited"]) for m in manifest)
     summary.counts.update(pairs=len(tasks), written=len(manifest), computed=len(done) - kept, kept=kept,

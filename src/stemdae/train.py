@@ -65,7 +65,7 @@ from stemdae.featcache import open_cache
 from stemdae.dae_module import DAEModule, Phase, build_module, plan_phases
 from stemdae.frontend import FrontEnd, TrainedOn
 from stemdae.model import FINETUNE, n_parameters
-from stemdae.io import read_segment, segment_path
+from stemdae.segfile import read_segment, segment_path
 from stemdae.predictor import MODEL_FILE, save_model
 from stemdae.scaling import fit_scaler
 from stemdae.summary import Summary

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stemdae import io
+from stemdae.segfile import read_segment, segment_path
 from stemdae.chain.chain import Chain, ChainConfig
 from stemdae.chain.fit import fit_preset
 from stemdae.errors import CacheError, ConfigError, ModelError
@@ -59,7 +60,7 @@ def training_pairs(segments_dir: Path, group: str, *, split: str = "train",
                          + (f" outside the {len(exclude_songs)} validation song(s)" if exclude_songs else ""))
     pairs = []
     for row in rows:
-        pairs.append(io.read_segment(io.segment_path(segments_dir, row["pair_id"])))
+        pairs.append(read_segment(segment_path(segments_dir, row["pair_id"])))
     return pairs
 
 

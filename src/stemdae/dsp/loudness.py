@@ -31,8 +31,8 @@ import numpy as np
 
 from stemdae.errors import AudioError
 
-__all__ = ["MIN_DURATION_S", "block_powers", "gated_lufs", "integrated_lufs", "k_weighting_filters",
-           "normalize_loudness"]
+__all__ = ["MIN_DURATION_S", "apply_gain", "block_powers", "gated_lufs", "integrated_lufs", "k_weighting_filters",
+           "loudness_gain", "normalize_loudness"]
 
 #: BS.1770's gating block: shorter signals have no integrated loudness.
 MIN_DURATION_S = 0.4
@@ -162,6 +162,15 @@ def normalize_loudness(
     x: np.ndarray, sr: int, *, target_lufs: float, peak_ceiling_dbfs: float = -1.0,
     meter: Callable[[np.ndarray, int], float] | None = None,
 ) -> tuple[np.ndarray, float, bool]:
+    """:func:`loudness_gain` with the gain in dB: ``(y, gain_db, peak_limited)``."""
+    y, gain, limited = loudness_gain(x, sr, target_lufs=target_lufs, peak_ceiling_dbfs=peak_ceiling_dbfs, meter=meter)
+    return y, 20.0 * math.log10(gain), limited
+
+
+def loudness_gain(
+    x: np.ndarray, sr: int, *, target_lufs: float, peak_ceiling_dbfs: float = -1.0,
+    meter: Callable[[np.ndarray, int], float] | None = None,
+) -> tuple[np.ndarray, float, bool]:
     """Gain ``x`` to ``target_lufs``, scaled down instead if its peak would pass the ceiling.
 
     The gain is refined once by re-measuring (the -70 LUFS absolute gate can
@@ -187,8 +196,8 @@ def normalize_loudness(
     Returns
     -------
     tuple[np.ndarray, float, bool]
-        ``(y, gain_db, peak_limited)``: ``y`` float32 with the shape of ``x``,
-        ``max|y| <= 10**(peak_ceiling_dbfs/20)`` always.
+        ``(y, gain, peak_limited)``: ``y`` float32 with the shape of ``x``, equal to
+        :func:`apply_gain` ``(x, gain)`` for the linear ``gain``, ``max|y| <= 10**(peak_ceiling_dbfs/20)`` always.
 
     Raises
     ------
@@ -199,9 +208,9 @@ def normalize_loudness(
     --------
     >>> sr = 44100
     >>> x = 0.01 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)
-    >>> y, gain_db, limited = normalize_loudness(x, sr, target_lufs=-23.0)
-    >>> round(integrated_lufs(y, sr), 2), limited
-    (-23.0, False)
+    >>> y, gain, limited = loudness_gain(x, sr, target_lufs=-23.0)
+    >>> round(integrated_lufs(y, sr), 2), limited, bool(np.array_equal(apply_gain(x, gain), y))
+    (-23.0, False, True)
     """
     if peak_ceiling_dbfs > 0:
         raise AudioError(f"normalize_loudness: peak_ceiling_dbfs must be <= 0, found {peak_ceiling_dbfs}")
@@ -224,15 +233,21 @@ def normalize_loudness(
     return _peak_guard(x64, gain, peak_ceiling_dbfs)
 
 
+def apply_gain(x: np.ndarray, gain: float) -> np.ndarray:
+    """``x`` times a linear ``gain`` in float64, rounded once to float32: what :func:`loudness_gain`
+    returns with the gain it chose, bit for bit."""
+    return (np.asarray(x, dtype=np.float64) * gain).astype(np.float32)
+
+
 def _peak_guard(x64: np.ndarray, gain: float, peak_ceiling_dbfs: float) -> tuple[np.ndarray, float, bool]:
     ceiling = 10.0 ** (peak_ceiling_dbfs / 20.0)
     peak = float(np.max(np.abs(x64))) if x64.size else 0.0
     limited = peak * gain > ceiling
     if limited:
         gain = ceiling / peak
-    y = (x64 * gain).astype(np.float32)
+    y = apply_gain(x64, gain)
     # float32 rounding may land one ulp above the ceiling: shave it off.
     while y.size and float(np.max(np.abs(y))) > ceiling:
         gain *= 1.0 - 1e-7
-        y = (x64 * gain).astype(np.float32)
-    return y, 20.0 * math.log10(gain), bool(limited)
+        y = apply_gain(x64, gain)
+    return y, gain, bool(limited)

@@ -37,7 +37,8 @@ from stemdae.config import Params, Paths
 from stemdae.dsp.loudness import integrated_lufs, normalize_loudness
 from stemdae.dsp.stft import istft, magnitude_phase
 from stemdae.errors import AudioError, ConfigError, StemdaeError
-from stemdae.io import read_json, read_segment, segment_path, write_json, write_text, write_wav
+from stemdae.io import read_json, write_json, write_text, write_wav
+from stemdae.segfile import read_segment, segment_path
 from stemdae.listen import ANCHORS, BASELINE, HIDDEN_REFERENCE, MANIFEST
 from stemdae.summary import Summary
 
