@@ -19,8 +19,10 @@ paper`` (linear magnitudes, fp32, batch 512, every frame of the cache each
 epoch) with **one** epoch per greedy phase and one fine-tuning epoch, on the
 CPU, and reports the wall time per phase from the training log.
 ``--dtype float16`` stores the feature caches in float16; ``--method spectral`` stores only the
-unshifted magnitudes (shifts drawn per batch). A kept ``--workdir`` is reused (corpus, pairs and
-segments are not recomputed), so the variants can follow one another on the same corpus.
+unshifted magnitudes (shifts drawn per batch); ``--store flac`` keeps the segments as 24-bit FLAC
+copies instead of references into the corpus. A kept ``--workdir`` is reused (the corpus is not
+recomputed, and pairs and segments are kept by their own resumption), so the variants can follow
+one another on the same corpus.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def main() -> None:
     ap.add_argument("--dtype", choices=("float32", "float16"), default=None, help="features.dtype (default: params.yaml)")
     ap.add_argument("--method", choices=("librosa", "spectral"), default=None,
                     help="augmentation.method (default: params.yaml)")
+    ap.add_argument("--store", choices=("reference", "flac"), default=None,
+                    help="segments.store (default: params.yaml): references into the corpus or 24-bit FLAC copies")
     ap.add_argument("--train", default=None, metavar="GROUP", help="then one paper-size epoch per phase of GROUP")
     args = ap.parse_args()
 
@@ -91,6 +95,8 @@ def main() -> None:
         params["features"]["dtype"] = args.dtype
     if args.method:
         params["augmentation"]["method"] = args.method
+    if args.store:
+        params["segments"]["store"] = args.store
     params["training"].update(profile="paper", accelerator="cpu")
     params["training"]["profiles"]["paper"].update(pretrain_epochs=1, finetune_epochs=1)
     params["tracking"]["log_audio"] = False
@@ -119,7 +125,8 @@ def main() -> None:
                        "peak_rss_mib": max(r["peak_rss_mib"] for r in results.values())}
         out = {"songs": args.songs, "seconds": args.seconds, "cpus": os.cpu_count(), "pairs": pairs,
                "stages": results, "sizes": sizes, "per_segment": per_segment,
-               "dtype": params["features"]["dtype"], "method": params["augmentation"]["method"]}
+               "dtype": params["features"]["dtype"], "method": params["augmentation"]["method"],
+               "store": params["segments"]["store"]}
         if args.train:
             out["train"] = train_paper_epoch(stemdae, root, args.train)
         print("| stage | wall (s) | peak RSS (MiB) |\n|---|---|---|")

@@ -93,7 +93,7 @@ def test_segments_on_a_full_or_read_only_disk(tmp_path, mounts, read_only):
     root = _project(tmp_path)
     assert stemdae(root, "pairs").returncode == 0
     seg = root / "work" / "segments"
-    mounts(seg, "100k", read_only=read_only)  # each pair is 2 * 8000 * 4 bytes: not all of them fit
+    mounts(seg, "8k", read_only=read_only)  # each pair's reference is budgeted 4 kB: not all of them fit
     line = _one_line_error(stemdae(root, "segments"))
     if read_only:
         assert "work/segments" in line and "read-only file system" in line, line

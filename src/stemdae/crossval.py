@@ -49,7 +49,7 @@ import pandas as pd
 from stemdae.config import Params, Paths
 from stemdae.errors import CacheError, ConfigError
 from stemdae.folds import assign_folds
-from stemdae.segfile import is_segment_file, segment_path
+from stemdae.segfile import REF_SUFFIX, is_segment_file, segment_path
 from stemdae.summary import Summary
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def prepare_all(params: Params, paths: Paths, root: Path) -> Paths:
     pairs.to_csv(ws.pairs_csv, index=False)
     for pid in pairs["pair_id"]:  # reuse what the pipeline already computed (same pair ids, same settings)
         src = segment_path(paths.segments_dir, pid)
-        if src.is_file():
+        if src.is_file() and src.suffix != REF_SUFFIX:  # a reference names its sources relative to its own folder
             _link(src, ws.segments_dir / src.name, hard=True)
     p = absolute_params(params, paths)
     segments.run(p, ws)
