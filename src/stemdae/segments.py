@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from stemdae.config import Params, Paths, SegmentsParams
-from stemdae.dsp.loudness import integrated_lufs, loudness_gain
+from stemdae.dsp.loudness import block_powers, gated_lufs, loudness_gain
 from stemdae.errors import AudioError, CacheError, StemdaeError, WriteError
 from stemdae.io import audio_info, read_csv, read_window, write_csv, write_json, write_text
 from stemdae.segfile import (STORE_SUFFIX, is_segment_file, segment_frames, source_name, write_segment,
@@ -109,10 +109,12 @@ def normalize_pair(raw: np.ndarray, stem: np.ndarray, sr: int, *, target_lufs: f
     out, meta = [], {}
     for key, name, x in (("raw", names[0], raw), ("stem", names[1], stem)):
         try:
-            lufs = integrated_lufs(x, sr)
+            z = block_powers(x, sr)  # K-weighted once: the input loudness and the gain's measurement
+            lufs = gated_lufs(z)
             if not np.isfinite(lufs):
                 raise AudioError(f"silent in the window (below the -70 LUFS gate), cannot reach {target_lufs:g} LUFS")
-            y, gain, limited = loudness_gain(x, sr, target_lufs=target_lufs, peak_ceiling_dbfs=peak_ceiling_dbfs)
+            y, gain, limited = loudness_gain(x, sr, target_lufs=target_lufs, peak_ceiling_dbfs=peak_ceiling_dbfs,
+                                             powers=z)
         except AudioError as err:
             raise _named(name, str(err), "silent") from None
         if gains is not None:

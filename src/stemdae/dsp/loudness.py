@@ -169,7 +169,7 @@ def normalize_loudness(
 
 def loudness_gain(
     x: np.ndarray, sr: int, *, target_lufs: float, peak_ceiling_dbfs: float = -1.0,
-    meter: Callable[[np.ndarray, int], float] | None = None,
+    meter: Callable[[np.ndarray, int], float] | None = None, powers: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, bool]:
     """Gain ``x`` to ``target_lufs``, scaled down instead if its peak would pass the ceiling.
 
@@ -192,6 +192,8 @@ def loudness_gain(
         signal filtered once (:func:`block_powers`) and the gain applied to its blocks.
         ``stemdae process`` passes :func:`stemdae.dsp.bs1770.integrated_lufs`, the same
         measurement without scipy's import cost.
+    powers
+        :func:`block_powers` ``(x, sr)`` when the caller already has them (not filtered again).
 
     Returns
     -------
@@ -216,7 +218,7 @@ def loudness_gain(
         raise AudioError(f"normalize_loudness: peak_ceiling_dbfs must be <= 0, found {peak_ceiling_dbfs}")
     x64 = np.asarray(x, dtype=np.float64)
     if meter is None:  # filter once; the gain's effect on the gating is exact arithmetic (module docstring)
-        z = block_powers(x, sr)
+        z = block_powers(x, sr) if powers is None else powers
 
         def measure(gain: float) -> float:
             return gated_lufs(z, gain)
