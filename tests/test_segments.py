@@ -251,6 +251,10 @@ def test_reference_survives_a_moved_project_and_names_a_changed_or_missing_sourc
     link = tmp_path_factory.mktemp("fold") / "One_S02.seg"
     link.symlink_to(seg)  # a cross-validation fold's link resolves to the same sources
     np.testing.assert_array_equal(read_segment(link), before)
+    bigdisk = tmp_path_factory.mktemp("bigdisk") / "work"
+    shutil.move(moved / "work", bigdisk)
+    (moved / "work").symlink_to(bigdisk)  # work/ on another disk: its references still find data/
+    np.testing.assert_array_equal(read_segment(seg), before)
 
     row = pd.read_csv(moved / "work" / "pairs.csv").set_index("pair_id").loc["One_S02"]
     stem = moved / "data" / row.stem_file

@@ -11,9 +11,9 @@ Three forms, one reader (:func:`read_segment`, float32 ``(2, n)`` = raw, stem):
     depends on it). A fingerprint (the energy of 20 equal blocks of each signal) is checked on every
     read, so a corpus file that changed or moved since the segments stage is a one-line
     :class:`CacheError` naming the segment and the source, never silently different audio. Source
-    paths inside the project are stored relative to the segment's folder (the project can move; the
-    file resolves through a symlink, so a cross-validation fold's link reads the same sources),
-    others absolute.
+    paths inside the project are stored relative to the segment's folder (the project can move, and
+    ``work/`` can be a symlink to another disk; a reference reached through a symlink of its own
+    also tries the folder it links to), others absolute.
 ``<pair_id>.flac`` (``segments.store: flac``)
     The audio itself, 2-channel 24-bit FLAC (:func:`write_segment`): for a corpus on slow or
     removable storage, or a ``work/`` that must stand without it. Samples are rounded to 2**-23.
@@ -111,13 +111,25 @@ def _load_ref(path: Path) -> dict[str, Any]:
     return ref
 
 
+def _source(path: Path, name: str) -> Path:
+    """A reference's source file: absolute as stored, or relative to the reference's folder as reached
+    (a ``work/`` that is itself a symlink keeps the project's ``data/``), else to the folder of the
+    file it links to (a cross-validation fold's symlinked reference)."""
+    src = Path(name)
+    if src.is_absolute():
+        return src
+    here = Path(os.path.normpath(os.path.abspath(path.parent / src)))  # lexical "..": work/ may be a symlink
+    if here.exists():
+        return here
+    there = Path(os.path.normpath(path.resolve().parent / src))
+    return there if there.exists() else here
+
+
 def _read_ref(path: Path) -> np.ndarray:
     ref = _load_ref(path)
-    base = path.resolve().parent
     out = []
     for key in ("raw", "stem"):
-        src = Path(ref[key]["file"])
-        src = src if src.is_absolute() else base / src
+        src = _source(path, ref[key]["file"])
         try:
             info = audio_info(src)
             if info.sr != ref["file_sr"]:
